@@ -1,0 +1,95 @@
+"""``models.build(name)``: the one place that turns a method name into an extractor."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from .base import Extractor
+from .errors import BadInputError, MissingFileError
+from .weights_io import PACKAGE_WEIGHTS, load_checkpoint, load_into
+
+log = logging.getLogger(__name__)
+
+SHARED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights"
+LITE_WEIGHTS = PACKAGE_WEIGHTS / "traqpoint_lite.pt"
+METHODS = ("traqpoint-lite", "traqpoint", "orb", "sift", "alike-t", "alike-n")
+
+
+def _lite(weights: str | Path | None, device: str, **kw) -> Extractor:
+    from .lite import LiteNet
+    from .traqpoint import TraqPoint
+
+    net = LiteNet()
+    if weights == "random":
+        log.warning("traqpoint-lite: running with RANDOM weights (requested explicitly)")
+    else:
+        path = Path(weights) if weights else LITE_WEIGHTS
+        hint = "train them with `python -m training.stage1` then `training.stage2` (training/README.md)"
+        load_into(net, load_checkpoint(path, hint), str(path))
+    return TraqPoint(net, name="traqpoint-lite", device=device, **kw)
+
+
+def _paper(weights: str | Path | None, device: str, **kw) -> Extractor:
+    from .paper import build_paper_extractor
+
+    return build_paper_extractor(weights, device=device, **kw)
+
+
+def _alike(variant: str):
+    def make(weights: str | Path | None, device: str, **kw) -> Extractor:
+        from .alike import build_alike
+
+        path = Path(weights) if weights else SHARED_WEIGHTS / "alike" / f"alike-{variant}.pth"
+        return build_alike(variant, path, device=device, **kw)
+
+    return make
+
+
+def _opencv(cls_name: str):
+    def make(weights: str | Path | None, device: str, **kw) -> Extractor:
+        from . import opencv_features
+
+        return getattr(opencv_features, cls_name)(**kw)
+
+    return make
+
+
+BUILDERS = {
+    "traqpoint-lite": _lite,
+    "traqpoint": _paper,
+    "orb": _opencv("ORB"),
+    "sift": _opencv("SIFT"),
+    "alike-t": _alike("t"),
+    "alike-n": _alike("n"),
+}
+
+
+def build(
+    name: str,
+    weights: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    **kwargs,
+) -> Extractor:
+    """Build an extractor by name.
+
+    Args:
+        name: one of :data:`METHODS`.
+        weights: a weight file; ``None`` uses the default location (package weights for
+            ``traqpoint-lite``, ``../shared/weights`` for ALIKE, ``third_party/`` for
+            ``traqpoint``); ``"random"`` explicitly runs untrained TraqPoint networks.
+        device: torch device for learned methods.
+        **kwargs: extractor options, e.g. ``num_keypoints=1024``.
+
+    Raises:
+        BadInputError: unknown name, or weights that do not fit.
+        MissingFileError: a weight file is missing (the message says where to get it).
+    """
+    if name not in BUILDERS:
+        raise BadInputError(f"unknown method {name!r}; available: {', '.join(METHODS)}")
+    return BUILDERS[name](weights, str(device), **kwargs)
+
+
+__all__ = ["build", "METHODS", "MissingFileError", "BadInputError"]

@@ -1,0 +1,93 @@
+"""``lite`` TraqPoint network: a small CNN for real-time CPU use (pure network, no I/O).
+
+Design (measured choices are in ``models/README.md``): an XFeat-class backbone on the grey image
+gives shared features at stride 8; from them a dense descriptor map and a matchability map
+(stage 1), and a *policy head* (stage 2) that predicts 64 logits per 8x8 cell from the cell's raw
+pixels plus the (frozen, detached) shared features, pixel-shuffled to a full-resolution logit
+map. That keeps the paper's semantics (a logit per pixel; softmax over pixels in training,
+NMS/top-k at inference) at a fraction of the cost of a full-resolution CNN.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Sequential:
+    """Conv -> BatchNorm -> ReLU (the basic block of the backbone)."""
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False),
+        nn.BatchNorm2d(cout, affine=False),
+        nn.ReLU(inplace=True),
+    )
+
+
+class LiteNet(nn.Module):
+    """Dense descriptors, matchability and policy logits from a grey image.
+
+    ``forward(image [B, 1, H, W])`` with ``H, W`` multiples of 32 returns a dict:
+    ``descriptors [B, D, H/8, W/8]`` (L2-normalised along D), ``matchability [B, 1, H/8, W/8]``
+    (sigmoid), ``logits [B, 1, H, W]`` (policy logits, unnormalised).
+    """
+
+    stride = 8
+    default_conf = {
+        "dims": (24, 64, 128, 192),  # channels at strides 4, 8, 16, 32
+        "descriptor_dim": 64,  # D of the dense descriptor map
+        "policy_dim": 64,  # hidden width of the per-cell policy head
+    }
+
+    def __init__(self, **conf: object) -> None:
+        super().__init__()
+        unknown = set(conf) - set(self.default_conf)
+        if unknown:
+            raise ValueError(f"unknown LiteNet options: {sorted(unknown)}")
+        self.conf = {**self.default_conf, **conf}
+        c4, c8, c16, c32 = self.conf["dims"]
+        d, p = self.conf["descriptor_dim"], self.conf["policy_dim"]
+        self.norm = nn.InstanceNorm2d(1)
+        self.block4 = nn.Sequential(conv_bn(1, 8, stride=2), conv_bn(8, c4, stride=2), conv_bn(c4, c4))
+        self.block8 = nn.Sequential(conv_bn(c4, c8, stride=2), conv_bn(c8, c8), conv_bn(c8, c8, k=1))
+        self.block16 = nn.Sequential(conv_bn(c8, c16, stride=2), conv_bn(c16, c16), conv_bn(c16, c16, k=1))
+        self.block32 = nn.Sequential(conv_bn(c16, c32, stride=2), conv_bn(c32, c32), conv_bn(c32, c8, k=1))
+        self.lateral16 = nn.Conv2d(c16, c8, 1)
+        self.fuse = nn.Sequential(conv_bn(c8, c8), conv_bn(c8, c8, k=1))
+        self.descriptor_head = nn.Conv2d(c8, d, 1)
+        self.matchability_head = nn.Sequential(conv_bn(c8, 32, k=1), nn.Conv2d(32, 1, 1))
+        self.pixel_embed = nn.Sequential(nn.Conv2d(64, p, 1), nn.ReLU(inplace=True))
+        self.policy_head = nn.Sequential(
+            nn.Conv2d(p + c8, p, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(p, p, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(p, 64, 1),
+        )
+
+    def policy_parameters(self) -> list[nn.Parameter]:
+        """Parameters trained in stage 2 (everything else is the frozen descriptor)."""
+        return [*self.pixel_embed.parameters(), *self.policy_head.parameters()]
+
+    def features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised image and fused stride-8 features."""
+        x = self.norm(image)
+        f4 = self.block4(x)
+        f8 = self.block8(f4)
+        f16 = self.block16(f8)
+        f32 = self.block32(f16)
+        size = f8.shape[-2:]
+        up = lambda t: F.interpolate(t, size=size, mode="bilinear", align_corners=False)  # noqa: E731
+        return x, self.fuse(f8 + up(self.lateral16(f16)) + up(f32))
+
+    def policy_logits(self, x: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
+        """Full-resolution logits ``[B, 1, H, W]`` from pixels and detached shared features."""
+        cells = F.pixel_unshuffle(x, self.stride)  # [B, 64, H/8, W/8]
+        h = torch.cat([self.pixel_embed(cells), shared.detach()], dim=1)
+        return F.pixel_shuffle(self.policy_head(h), self.stride)
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        x, shared = self.features(image)
+        return {
+            "descriptors": F.normalize(self.descriptor_head(shared), dim=1),
+            "matchability": torch.sigmoid(self.matchability_head(shared)),
+            "logits": self.policy_logits(x, shared),
+        }

@@ -1,0 +1,90 @@
+"""Descriptor matchers: dual-softmax (TraqPoint), mutual nearest neighbour, Lowe's ratio test.
+
+Batched functions take padded descriptors ``[B, N, D]`` / ``[B, M, D]`` and return
+``matches0 [B, N]`` (index into image 1, ``-1`` = unmatched) and ``scores0 [B, N]``.
+:func:`match_pair` is the unbatched convenience returning ``matches [K, 2]``.
+Descriptors are assumed L2-normalised (see :mod:`models.conventions`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+MatcherName = Literal["dual_softmax", "mnn", "ratio"]
+
+
+def _empty(d0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    b, n = d0.shape[:2]
+    return (
+        torch.full((b, n), -1, dtype=torch.long, device=d0.device),
+        torch.zeros(b, n, device=d0.device),
+    )
+
+
+def _mutual(prob: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep entries of ``prob [B, N, M]`` that are row and column maxima and >= threshold."""
+    best0 = prob.max(dim=2)
+    best1 = prob.max(dim=1).indices  # [B, M]
+    idx0 = torch.arange(prob.shape[1], device=prob.device)[None]
+    mutual = best1.gather(1, best0.indices) == idx0
+    keep = mutual & (best0.values >= threshold)
+    matches = torch.where(keep, best0.indices, torch.full_like(best0.indices, -1))
+    return matches, torch.where(keep, best0.values, torch.zeros_like(best0.values))
+
+
+def dual_softmax_matrix(d0: torch.Tensor, d1: torch.Tensor, temperature: float = 20.0) -> torch.Tensor:
+    """``P = softmax_rows(S) * softmax_cols(S)`` with ``S = d0 d1^T * temperature`` -> ``[B, N, M]``."""
+    sim = torch.einsum("bnd,bmd->bnm", d0, d1) * temperature
+    return sim.softmax(dim=2) * sim.softmax(dim=1)
+
+
+def dual_softmax(
+    d0: torch.Tensor, d1: torch.Tensor, temperature: float = 20.0, threshold: float = 0.01
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mutual dual-softmax matching; the score is the joint probability ``P``."""
+    if d0.shape[1] == 0 or d1.shape[1] == 0:
+        return _empty(d0)
+    return _mutual(dual_softmax_matrix(d0, d1, temperature), threshold)
+
+
+def mutual_nn(d0: torch.Tensor, d1: torch.Tensor, min_similarity: float = -1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mutual nearest neighbours by cosine similarity; the score is the similarity."""
+    if d0.shape[1] == 0 or d1.shape[1] == 0:
+        return _empty(d0)
+    return _mutual(torch.einsum("bnd,bmd->bnm", d0, d1), min_similarity)
+
+
+def ratio_test(d0: torch.Tensor, d1: torch.Tensor, ratio: float = 0.8, mutual: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lowe's ratio test on Euclidean distances (optionally also mutual); score = 1 - ratio."""
+    if d0.shape[1] == 0 or d1.shape[1] == 0:
+        return _empty(d0)
+    sim = torch.einsum("bnd,bmd->bnm", d0, d1)
+    if d1.shape[1] < 2:
+        return mutual_nn(d0, d1)
+    top = sim.topk(2, dim=2)
+    dist = (2 - 2 * top.values.clamp(-1, 1)).clamp_min(0).sqrt()
+    r = dist[..., 0] / dist[..., 1].clamp_min(1e-8)
+    keep = r < ratio
+    if mutual:
+        keep &= _mutual(sim, -2.0)[0] == top.indices[..., 0]
+    matches = torch.where(keep, top.indices[..., 0], torch.full_like(top.indices[..., 0], -1))
+    return matches, torch.where(keep, 1 - r, torch.zeros_like(r))
+
+
+MATCHERS = {"dual_softmax": dual_softmax, "mnn": mutual_nn, "ratio": ratio_test}
+
+
+def match_pair(
+    desc0: torch.Tensor, desc1: torch.Tensor, method: MatcherName = "dual_softmax", **kwargs: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Match one pair ``[N, D]``, ``[M, D]`` -> ``matches [K, 2]`` int64, ``scores [K]``."""
+    if method not in MATCHERS:
+        raise ValueError(f"unknown matcher {method!r}; choose from {sorted(MATCHERS)}")
+    if desc0.dim() != 2 or desc1.dim() != 2 or desc0.shape[1] != desc1.shape[1]:
+        raise ValueError(f"descriptors must be [N, D] and [M, D], got {tuple(desc0.shape)}, {tuple(desc1.shape)}")
+    m0, s0 = MATCHERS[method](desc0[None].float(), desc1[None].float(), **kwargs)
+    valid = m0[0] >= 0
+    idx0 = torch.nonzero(valid, as_tuple=False)[:, 0]
+    return torch.stack([idx0, m0[0][valid]], dim=-1), s0[0][valid]
