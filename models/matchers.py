@@ -56,7 +56,9 @@ def mutual_nn(d0: torch.Tensor, d1: torch.Tensor, min_similarity: float = -1.0) 
     return _mutual(torch.einsum("bnd,bmd->bnm", d0, d1), min_similarity)
 
 
-def ratio_test(d0: torch.Tensor, d1: torch.Tensor, ratio: float = 0.8, mutual: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def ratio_test(
+    d0: torch.Tensor, d1: torch.Tensor, ratio: float = 0.8, mutual: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Lowe's ratio test on Euclidean distances (optionally also mutual); score = 1 - ratio."""
     if d0.shape[1] == 0 or d1.shape[1] == 0:
         return _empty(d0)
