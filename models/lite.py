@@ -84,6 +84,14 @@ class LiteNet(nn.Module):
         h = torch.cat([self.pixel_embed(cells), shared.detach()], dim=1)
         return F.pixel_shuffle(self.policy_head(h), self.stride)
 
+    def describe(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Stage-1 outputs only (descriptors, matchability), skipping the policy head."""
+        _, shared = self.features(image)
+        return {
+            "descriptors": F.normalize(self.descriptor_head(shared), dim=1),
+            "matchability": torch.sigmoid(self.matchability_head(shared)),
+        }
+
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         x, shared = self.features(image)
         return {

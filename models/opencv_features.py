@@ -13,7 +13,7 @@ from .conventions import Features, empty_features
 def _unpack_binary(desc: np.ndarray) -> np.ndarray:
     """ORB bytes ``[N, 32]`` -> ``+-1/sqrt(256)`` floats, so dot product = 1 - 2 * hamming / 256."""
     bits = np.unpackbits(desc, axis=1).astype(np.float32)
-    return (bits * 2 - 1) / np.sqrt(bits.shape[1])
+    return ((bits * 2 - 1) / np.sqrt(bits.shape[1])).astype(np.float32)
 
 
 class OpenCVExtractor(Extractor):

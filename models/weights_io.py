@@ -27,7 +27,10 @@ def load_checkpoint(path: str | Path, hint: str = "") -> dict:
             break
     if not isinstance(ckpt, dict) or not all(isinstance(v, torch.Tensor) for v in ckpt.values()):
         raise BadInputError(f"{path} is not a state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in ckpt.items()}
+    state = {k.removeprefix("module."): v for k, v in ckpt.items()}
+    if state and all(k.startswith("net.") for k in state):  # a training wrapper's checkpoint
+        state = {k[4:]: v for k, v in state.items()}
+    return state
 
 
 def load_into(model: nn.Module, state: dict, source: str, strict: bool = True) -> None:

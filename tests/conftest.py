@@ -1,0 +1,32 @@
+"""Shared test fixtures: location of ../shared data and small helpers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("TRAQPOINT_SHARED", REPO.parent / "shared"))
+DATA = SHARED / "data"
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def shared_path(*parts: str) -> Path:
+    """Path under ../shared/data, or skip the test with the reason when it is absent."""
+    path = DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared test data not available: {path} (set TRAQPOINT_SHARED to the shared folder)")
+    return path
+
+
+@pytest.fixture
+def kitti_pair():
+    """Two consecutive real KITTI 06 frames (12, 13) as uint8 grey arrays."""
+    import cv2
+
+    folder = shared_path("kitti06_frames")
+    return tuple(cv2.imread(str(folder / f"kitti06-{i}.png"), cv2.IMREAD_GRAYSCALE) for i in (12, 13))

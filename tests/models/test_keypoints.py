@@ -1,0 +1,36 @@
+import torch
+
+from models.keypoints import minmax_normalise, nms_mask, refine_subpixel, select_keypoints
+
+
+def test_minmax_per_image():
+    x = torch.stack([torch.linspace(-3, 5, 64).view(1, 8, 8), torch.full((1, 8, 8), 2.0)])
+    y = minmax_normalise(x)
+    assert torch.isclose(y[0].min(), torch.tensor(0.0)) and torch.isclose(y[0].max(), torch.tensor(1.0))
+    assert torch.isfinite(y[1]).all()  # a constant map must not divide by zero
+
+
+def test_nms_keeps_isolated_peaks_only():
+    s = torch.zeros(1, 1, 20, 20)
+    s[0, 0, 5, 5], s[0, 0, 5, 7], s[0, 0, 15, 12] = 1.0, 0.9, 0.8  # 0.9 is within radius 2 of 1.0
+    m = nms_mask(s, 2)
+    assert m[0, 0, 5, 5] and not m[0, 0, 5, 7] and m[0, 0, 15, 12]
+
+
+def test_select_topk_order_threshold_border():
+    s = torch.zeros(2, 1, 32, 32)
+    s[0, 0, 10, 10], s[0, 0, 20, 25], s[0, 0, 1, 1] = 0.5, 0.9, 1.0  # (1,1) lies in the border
+    kp, sc = select_keypoints(s, num_keypoints=5, radius=2, threshold=0.1, border=4)
+    assert kp[0].tolist() == [[25.0, 20.0], [10.0, 10.0]]  # (x, y), strongest first
+    assert torch.allclose(sc[0], torch.tensor([0.9, 0.5]))
+    assert kp[1].shape == (0, 2) and sc[1].shape == (0,)  # empty map -> zero keypoints
+    kp, _ = select_keypoints(s, num_keypoints=1, radius=2, threshold=0.1)
+    assert kp[0].tolist() == [[25.0, 20.0]]
+
+
+def test_subpixel_moves_towards_mass():
+    s = torch.zeros(1, 9, 9)
+    s[0, 4, 4], s[0, 4, 5] = 1.0, 1.0
+    out = refine_subpixel(s, torch.tensor([[4.0, 4.0]]))
+    assert 4.2 < out[0, 0] < 4.8 and abs(out[0, 1] - 4.0) < 1e-5
+    assert refine_subpixel(s, torch.zeros(0, 2)).shape == (0, 2)

@@ -1,0 +1,1 @@
+"""Training data: real photographs warped by homographies, and MegaDepth."""

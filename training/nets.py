@@ -1,0 +1,60 @@
+"""Building the network being trained and its trainable views for each stage."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from models.errors import BadInputError
+
+
+def build_net(kind: str, backbone_weights: str | None = None) -> nn.Module:
+    """A fresh ``lite`` or ``paper`` network (``paper`` optionally from DINOv3 weights)."""
+    if kind == "lite":
+        from models.lite import LiteNet
+
+        return LiteNet()
+    if kind == "paper":
+        from models.paper import PaperNet
+
+        return PaperNet(backbone_weights=backbone_weights)
+    raise BadInputError(f"unknown --model {kind!r}; use lite or paper")
+
+
+class Describe(nn.Module):
+    """Stage-1 view: ``forward`` = the descriptor branch (so DDP hooks see it); policy frozen."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        for p in net.policy_parameters():
+            p.requires_grad_(False)
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        describe = getattr(self.net, "describe", None)
+        return describe(images) if describe else self.net(images)
+
+
+class Policy(nn.Module):
+    """Stage-2 view: ``forward`` = full outputs; only the policy parameters are trainable."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        keep = {id(p) for p in net.policy_parameters()}
+        for p in net.parameters():
+            p.requires_grad_(id(p) in keep)
+
+    def train(self, mode: bool = True) -> Policy:
+        # The frozen descriptor keeps its BatchNorm statistics: only the policy head trains.
+        super().train(False)
+        for m in self._policy_modules():
+            m.train(mode)
+        return self
+
+    def _policy_modules(self) -> list[nn.Module]:
+        keep = {id(p) for p in self.net.policy_parameters()}
+        return [m for m in self.net.modules() if any(id(p) in keep for p in m.parameters(recurse=False))]
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.net(images)

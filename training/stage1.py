@@ -1,0 +1,177 @@
+"""Stage 1: descriptor learning on image pairs with known dense correspondence.
+
+    python -m training.stage1 --config stage1_lite.yaml --out runs/stage1
+    torchrun --nproc_per_node 2 -m training.stage1 --distributed --config stage1_lite.yaml
+
+Dual-softmax loss in both directions + matchability supervision (:mod:`training.losses`),
+AdamW with step learning-rate decay. Pairs come from homography-warped photographs
+(``--data_kind homography``, the CPU path) or MegaDepth (``--data_kind megadepth``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from models.errors import TraqPointError
+from training.config import load_config
+from training.losses import grid_correspondences, pair_loss
+from training.nets import Describe, build_net
+from training.runtime import (
+    CSVLog,
+    NonFiniteLoss,
+    check_finite,
+    cleanup_distributed,
+    resume,
+    save_checkpoint,
+    seed_everything,
+    setup_distributed,
+)
+
+log = logging.getLogger("training.stage1")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training.stage1", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="stage1_lite.yaml", help="YAML recipe in configs/ (flags override it)")
+    p.add_argument("--distributed", action="store_true", default=None, help="run under torchrun with DDP")
+    p.add_argument("--model", choices=["lite", "paper"], help="network variant")
+    p.add_argument("--backbone_weights", help="DINOv3 ConvNeXt weight file (paper model)")
+    p.add_argument("--data_kind", choices=["homography", "megadepth"], help="source of pairs")
+    p.add_argument("--data", nargs="+", help="image folders (homography) or the MegaDepth root")
+    p.add_argument("--scene_info", help="MegaDepth scene-info folder (e.g. scene_info_0.1_0.7)")
+    p.add_argument("--out", help="output folder for checkpoints and logs")
+    p.add_argument("--resume", action="store_true", default=None, help="continue from OUT/last.pt")
+    p.add_argument("--batch_size", type=int, help="pairs per process per step")
+    p.add_argument("--training_res", type=int, nargs=2, metavar=("H", "W"), help="training image size")
+    p.add_argument("--lr", type=float, help="AdamW learning rate")
+    p.add_argument("--weight_decay", type=float, help="AdamW weight decay")
+    p.add_argument("--gamma_steplr", type=float, help="learning-rate decay factor per lr step")
+    p.add_argument("--lr_step", type=int, help="steps between learning-rate decays")
+    p.add_argument("--epochs", type=int, help="number of epochs")
+    p.add_argument("--steps_per_epoch", type=int, help="steps in one epoch")
+    p.add_argument("--max-steps", dest="max_steps", type=int, help="stop after this many steps in total")
+    p.add_argument("--num_points", type=int, help="correspondences per pair in the loss")
+    p.add_argument("--temperature", type=float, help="dual-softmax temperature")
+    p.add_argument("--matchability_weight", type=float, help="weight of the matchability loss")
+    p.add_argument("--ckpt_every", type=int, help="checkpoint interval in steps")
+    p.add_argument("--log_every", type=int, help="log interval in steps")
+    p.add_argument("--workers", type=int, help="data-loader worker processes")
+    p.add_argument("--seed", type=int, help="random seed")
+    return p
+
+
+def make_dataset(args: argparse.Namespace, n_views: int, length: int):
+    """The pair/sequence dataset named by ``--data_kind``."""
+    if args.data_kind == "megadepth":
+        from training.data.megadepth import MegaDepthViews
+
+        return MegaDepthViews(args.data[0], args.scene_info, n_views, tuple(args.training_res), length, args.seed)
+    from training.data.homography import HomographyViews
+    from training.data.images import load_pool
+
+    pool, skipped = load_pool(args.data)
+    log.info("training pool: %d images (%d unreadable skipped)", len(pool), skipped)
+    return HomographyViews(pool, n_views, tuple(args.training_res), length, args.seed)
+
+
+def make_loader(dataset, args, rank: int, world: int, start_step: int) -> DataLoader:
+    """Each rank reads its own shard; a resumed run skips the items of finished steps."""
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
+    indices = list(itertools.islice(iter(sampler), start_step * args.batch_size, None))
+    return DataLoader(dataset, batch_size=args.batch_size, sampler=indices, num_workers=args.workers,
+                      persistent_workers=args.workers > 0, drop_last=True)
+
+
+def batch_loss(model, batch: dict, args, device) -> dict[str, torch.Tensor]:
+    """Sum of pair losses over a batch of two-view items."""
+    images = batch["images"].to(device)  # [B, 2, 1, H, W]
+    b, _, _, h, w = images.shape
+    out = model(images.flatten(0, 1))
+    terms = {"descriptor": 0.0, "matchability": 0.0, "accuracy": 0.0}
+    for i in range(b):
+        item = {k: v[i] for k, v in batch.items() if k != "images"}
+        pa, pb = grid_correspondences(item, (h, w), 8, args.num_points)
+        pa, pb = pa.to(device), pb.to(device)
+        if len(pa) < 8:
+            continue
+        sel = lambda k, j: {key: v[2 * k + j : 2 * k + j + 1] for key, v in out.items()}  # noqa: E731
+        for key, v in pair_loss(sel(i, 0), sel(i, 1), pa, pb, (h, w), args.temperature).items():
+            terms[key] = terms[key] + v / b
+    terms["total"] = terms["descriptor"] + args.matchability_weight * terms["matchability"]
+    return terms
+
+
+def train(args: argparse.Namespace) -> Path:
+    rank, world, device = setup_distributed(bool(args.distributed))
+    seed_everything(args.seed + rank)
+    out = Path(args.out)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    net = build_net(args.model, args.backbone_weights).to(device)
+    model = Describe(net).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.lr_step, gamma=args.gamma_steplr)
+    total = args.epochs * args.steps_per_epoch
+    if args.max_steps:
+        total = min(total, args.max_steps)
+    step = resume(out / "last.pt", model, optimizer, scheduler) if args.resume and (out / "last.pt").exists() else 0
+    if world > 1:
+        model = DistributedDataParallel(model)
+    dataset = make_dataset(args, 2, total * args.batch_size * world)
+    loader = make_loader(dataset, args, rank, world, step)
+    logger = CSVLog(out / "log_stage1.csv", enabled=rank == 0)
+    bar = tqdm(total=total, initial=step, disable=rank != 0, desc="stage1", dynamic_ncols=True)
+    model.train()
+    t0 = time.perf_counter()
+    for batch in loader:
+        if step >= total:
+            break
+        terms = batch_loss(model, batch, args, device)
+        check_finite(terms["total"], step, out)
+        optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        bar.update(1)
+        if rank == 0 and (step % args.log_every == 0 or step == total):
+            row = {"step": step, **{k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in terms.items()}, "lr": scheduler.get_last_lr()[0],
+                   "steps_per_s": args.log_every / max(time.perf_counter() - t0, 1e-9)}
+            t0 = time.perf_counter()
+            logger.write(row)
+            bar.set_postfix(loss=f"{row['total']:.3f}", acc=f"{row['accuracy']:.2f}")
+        if rank == 0 and (step % args.ckpt_every == 0 or step == total):
+            save_checkpoint(out / "last.pt", model, optimizer, scheduler, step, {"args": vars(args)})
+    bar.close()
+    if rank == 0:
+        torch.save((model.module if world > 1 else model).net.state_dict(), out / "stage1.pt")
+    cleanup_distributed()
+    return out / "stage1.pt"
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args = load_config(parser(), argv)
+        path = train(args)
+    except (TraqPointError, NonFiniteLoss) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"stage-1 weights: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
