@@ -25,7 +25,10 @@ def nms_mask(scores: torch.Tensor, radius: int) -> torch.Tensor:
     if radius <= 0:
         return torch.ones_like(scores, dtype=torch.bool)
     k = 2 * radius + 1
-    return scores == F.max_pool2d(scores, k, stride=1, padding=radius)
+    # separable max-pool (row then column): the same window maximum at about half the cost
+    pooled = F.max_pool2d(scores, (1, k), stride=1, padding=(0, radius))
+    pooled = F.max_pool2d(pooled, (k, 1), stride=1, padding=(radius, 0))
+    return scores == pooled
 
 
 def select_keypoints(
