@@ -1,0 +1,180 @@
+"""The VO pipeline: source -> extraction engine -> tracker -> odometry -> outputs.
+
+:class:`VOPipeline` is what the command line, the viewer and the KITTI benchmark all run; it
+yields one :class:`StepResult` per frame (for live display) and writes the outputs at the end:
+``trajectory_kitti.txt``, ``trajectory_tum.txt``, ``stats.csv``, ``results.json`` and optionally
+``map.ply`` (trajectory + triangulated points, through Open3D).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from frontend.engine import ExtractionEngine
+from frontend.frame import Frame
+from frontend.tracker import Tracker
+from models.base import Extractor
+from models.errors import BadInputError
+
+from .odometry import Odometry, OdometryStep
+from .stereo import StereoDepth
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StepResult:
+    """Everything known after one frame (what the viewer draws)."""
+
+    frame: Frame
+    odometry: OdometryStep
+    gt_pose: np.ndarray | None
+    stats: dict
+    fps: float
+
+
+@dataclass
+class RunSummary:
+    """Poses and statistics of a finished (or interrupted) run."""
+
+    indices: list[int] = field(default_factory=list)
+    timestamps: list[float] = field(default_factory=list)
+    poses: list[np.ndarray] = field(default_factory=list)
+    gt: list[np.ndarray | None] = field(default_factory=list)
+    rows: list[dict] = field(default_factory=list)
+    points: list[np.ndarray] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class VOPipeline:
+    """Run monocular VO over a source.
+
+    Args:
+        source: a :mod:`vo_app.sources` source (iterable of ``SourceFrame``).
+        extractor: any :class:`models.Extractor`.
+        scale: ``gt`` | ``stereo`` | ``mono``.
+        num_keypoints: per-frame budget.
+        tracker_conf / odometry_conf: overrides of :class:`Tracker` / :class:`Odometry` defaults.
+    """
+
+    def __init__(self, source, extractor: Extractor, scale: str = "mono", num_keypoints: int = 1024,
+                 tracker_conf: dict | None = None, odometry_conf: dict | None = None,
+                 max_frames: int | None = None) -> None:
+        if scale == "gt" and getattr(source, "gt_poses", None) is None:
+            raise BadInputError(f"--scale gt needs ground-truth poses, and {source.name} has none")
+        if scale == "stereo" and not getattr(source, "has_stereo", False):
+            raise BadInputError(f"--scale stereo needs a stereo source (KITTI image_1); {source.name} has none")
+        self.source, self.extractor, self.scale = source, extractor, scale
+        self.engine = ExtractionEngine(extractor, batch_size=1, num_keypoints=num_keypoints)
+        self.tracker = Tracker(extractor, **{"history": 12, **(tracker_conf or {})})
+        self.odometry: Odometry | None = None
+        self.odometry_conf = odometry_conf or {}
+        self.max_frames = max_frames
+        self.summary = RunSummary()
+        self.stereo = StereoDepth(source.K[0, 0], source.stereo_baseline) if scale == "stereo" else None
+
+    def _frames(self) -> Iterator[Frame]:
+        for n, sf in enumerate(self.source):
+            if self.max_frames is not None and n >= self.max_frames:
+                return
+            yield Frame(index=sf.index, image=sf.image, timestamp=sf.timestamp, K=np.array(sf.K))
+
+    def run(self) -> Iterator[StepResult]:
+        """Process the source frame by frame, yielding a :class:`StepResult` each time."""
+        t_start = time.perf_counter()
+        t_prev = t_start
+        for frame in self.engine.run(self._frames()):
+            res = self.tracker.track(frame)
+            f = res.frame
+            if self.odometry is None:
+                self.odometry = Odometry(f.K, self.scale, **self.odometry_conf)
+            gt = self.source.pose_at(f.index)
+            kp = f.keypoints.numpy()
+            stereo = None
+            if self.stereo is not None:
+                stereo = lambda f=f, kp=kp: self.stereo.at(f.image, self.source.right_image(f.index), kp)  # noqa: E731
+            step = self.odometry.step(f.index, kp, f.track_ids.numpy(), gt, stereo)
+            now = time.perf_counter()
+            fps = 1.0 / max(now - t_prev, 1e-9)
+            t_prev = now
+            row = {**res.stats.as_dict(), "status": step.status, "keyframe": step.keyframe,
+                   "correspondences": step.correspondences, "pose_inliers": step.inliers,
+                   "parallax_px": round(step.parallax_px, 3), "fps": round(fps, 2)}
+            s = self.summary
+            s.indices.append(f.index)
+            s.timestamps.append(float(f.timestamp if f.timestamp is not None else f.index))
+            s.poses.append(step.pose)
+            s.gt.append(gt)
+            s.rows.append(row)
+            if step.points3d is not None and len(step.points3d):
+                s.points.append(step.points3d)
+            s.seconds = now - t_start
+            yield StepResult(f, step, gt, row, fps)
+
+    def run_all(self) -> RunSummary:
+        """Run to the end without displaying anything."""
+        for _ in self.run():
+            pass
+        return self.summary
+
+    # -- outputs -------------------------------------------------------------------------------
+    def metrics(self) -> dict:
+        """Trajectory metrics against ground truth (when known) and front-end statistics."""
+        from benchmarks.metrics.trajectory import ape, kitti_metrics, path_length
+
+        s = self.summary
+        rows = s.rows
+        out = {
+            "frames": len(rows),
+            "skipped_frames": int(getattr(self.source, "skipped", 0)),
+            "tracking_failures": self.odometry.failures if self.odometry else 0,
+            "keyframes": self.odometry.keyframes if self.odometry else 0,
+            "aktl": self.tracker.aktl,
+            "inlier_ratio": float(np.mean([r["inliers"] / r["matches"] for r in rows if r["matches"]]))
+            if any(r["matches"] for r in rows) else None,
+            "fps": len(rows) / s.seconds if s.seconds > 0 else None,
+            "scale": self.scale,
+        }
+        have_gt = [g is not None for g in s.gt]
+        if sum(have_gt) >= 3:
+            gt = np.stack([g for g in s.gt if g is not None])
+            est = np.stack([p for p, ok in zip(s.poses, have_gt) if ok])
+            align = "sim3" if self.scale == "mono" else "se3"
+            out.update(kitti_metrics(gt, est, align))
+            out["alignment"] = align
+            if self.scale != "mono":  # anchored at the first ground-truth pose, no alignment
+                out["ate_unaligned_pct_path"] = ape(gt, est, "none")["rmse"] / max(path_length(gt), 1e-9) * 100
+        return out
+
+    def write_outputs(self, out_dir: str | Path, export_ply: bool = False) -> dict:
+        """Write trajectories, per-frame stats and ``results.json``; return the metrics."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        s = self.summary
+        poses = np.stack(s.poses) if s.poses else np.zeros((0, 4, 4))
+        np.savetxt(out / "trajectory_kitti.txt", poses[:, :3].reshape(-1, 12), fmt="%.9e")
+        quat = Rotation.from_matrix(poses[:, :3, :3]).as_quat() if len(poses) else np.zeros((0, 4))
+        tum = np.column_stack([np.asarray(s.timestamps), poses[:, :3, 3], quat]) if len(poses) else np.zeros((0, 8))
+        np.savetxt(out / "trajectory_tum.txt", tum, fmt="%.9f")
+        if s.rows:
+            with (out / "stats.csv").open("w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=list(s.rows[0]))
+                w.writeheader()
+                w.writerows(s.rows)
+        metrics = self.metrics()
+        result = {"source": str(self.source.name), "method": self.extractor.name, "metrics": metrics}
+        (out / "results.json").write_text(json.dumps(result, indent=1))
+        if export_ply:
+            from .export import export_ply as _export
+
+            _export(out / "map.ply", poses, np.concatenate(s.points) if s.points else np.zeros((0, 3)))
+        return metrics
