@@ -37,7 +37,10 @@ def _mutual(prob: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.T
 def dual_softmax_matrix(d0: torch.Tensor, d1: torch.Tensor, temperature: float = 20.0) -> torch.Tensor:
     """``P = softmax_rows(S) * softmax_cols(S)`` with ``S = d0 d1^T * temperature`` -> ``[B, N, M]``."""
     sim = torch.einsum("bnd,bmd->bnm", d0, d1) * temperature
-    return sim.softmax(dim=2) * sim.softmax(dim=1)
+    # one exponential instead of two softmaxes: with E = exp(S - max S) the product of the row and
+    # column softmaxes is E^2 / (row sums * column sums); |S| <= temperature keeps E well above 0.
+    e = (sim - sim.amax(dim=(1, 2), keepdim=True)).exp()
+    return e * e / (e.sum(dim=2, keepdim=True) * e.sum(dim=1, keepdim=True))
 
 
 def dual_softmax(

@@ -1,0 +1,186 @@
+"""Network backends for TraqPoint extractors: eager, TorchScript, ``torch.compile``, ONNX Runtime.
+
+Only the pure network changes hands; the policy-logit -> keypoint step (min-max normalisation,
+NMS, top-k, descriptor sampling) stays in torch inside :class:`models.traqpoint.TraqPoint`.
+The measured choice for the CPU path is recorded in ``frontend/README.md``
+(``python -m frontend.profile backends`` re-measures it).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import logging
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn as nn
+
+from models.base import Extractor
+from models.errors import BadInputError
+from models.opencv_features import OpenCVExtractor
+
+log = logging.getLogger(__name__)
+
+Backend = Literal["auto", "eager", "torchscript", "compile", "onnx"]
+BACKENDS = ("auto", "eager", "torchscript", "compile", "onnx")
+OUTPUT_KEYS = ("descriptors", "matchability", "logits")  # the dense maps of every TraqPoint network
+EXAMPLE_HW = (384, 1248)  # KITTI 1226x370 padded to the stride: the size traced/exported by default
+
+
+class TupleNet(nn.Module):
+    """Dict-returning network -> tuple in :data:`OUTPUT_KEYS` order (what trace/export need)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.net(image)
+        return tuple(out[k] for k in OUTPUT_KEYS)
+
+
+class BackendNet(nn.Module):
+    """Stands in for the network inside a TraqPoint extractor, running a compiled form of it."""
+
+    def __init__(self, net: nn.Module, run: Callable[[torch.Tensor], tuple], name: str, keep: nn.Module | None) -> None:
+        super().__init__()
+        self.stride = net.stride
+        self.conf = dict(getattr(net, "conf", {}))
+        self.descriptor_dim = int(getattr(net, "descriptor_dim", None) or self.conf["descriptor_dim"])
+        self.pad_multiple = int(getattr(net, "pad_multiple", 32))
+        self.backend = name
+        self.compiled = keep  # registered so .to()/.eval() reach it
+        self._run = run
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        return dict(zip(OUTPUT_KEYS, self._run(image), strict=True))
+
+
+@contextmanager
+def quiet_tracing() -> Iterator[None]:
+    """Silence the tracer's expected warnings (jit/legacy-export deprecation, shapes read as constants)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        yield
+
+
+def _torchscript(net: nn.Module, example: torch.Tensor) -> BackendNet:
+    with torch.no_grad(), quiet_tracing():
+        traced = torch.jit.freeze(torch.jit.trace(TupleNet(net).eval(), example, check_trace=False))
+    return BackendNet(net, traced, "torchscript", traced)
+
+
+def _compile(net: nn.Module, example: torch.Tensor) -> BackendNet:
+    compiled = torch.compile(TupleNet(net).eval(), dynamic=False)
+    with torch.inference_mode():
+        compiled(example)  # compile now, not inside the first timed frame
+    return BackendNet(net, compiled, "compile", None)
+
+
+def export_onnx(net: nn.Module, path: str | Path, example: torch.Tensor, opset: int = 17) -> Path:
+    """Export ``net`` with dynamic batch/height/width to ``path`` (needs the ``onnx`` package)."""
+    path = Path(path)
+    try:
+        import onnx  # noqa: F401 - required by torch.onnx.export
+    except ImportError:
+        raise BadInputError("the onnx backend needs `pip install onnx onnxruntime`") from None
+    dyn = {"image": {0: "batch", 2: "height", 3: "width"}} | {k: {0: "batch", 2: "h", 3: "w"} for k in OUTPUT_KEYS}
+    model = TupleNet(net).eval()
+    was_training = net.training
+    with quiet_tracing():
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            input_names=["image"],
+            output_names=list(OUTPUT_KEYS),
+            dynamic_axes=dyn,
+            opset_version=opset,
+            dynamo=False,
+        )
+    net.train(was_training)  # export restores the wrapper's mode, which may be training
+    return path
+
+
+def _onnx(net: nn.Module, example: torch.Tensor, cache_dir: str | Path | None) -> BackendNet:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise BadInputError("the onnx backend needs `pip install onnxruntime`") from None
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    opts.inter_op_num_threads = 1
+    with tempfile.TemporaryDirectory(prefix="traqpoint-onnx-") as tmp:  # the session keeps the model in memory
+        path = export_onnx(net, Path(cache_dir or tmp) / "traqpoint_net.onnx", example)
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    def run(image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outs = session.run(None, {"image": image.detach().float().contiguous().numpy()})
+        return tuple(torch.from_numpy(o) for o in outs)
+
+    return BackendNet(net, run, "onnx", None)
+
+
+def onnx_available() -> bool:
+    """Both ``onnx`` (export) and ``onnxruntime`` (inference) are importable."""
+    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
+
+
+def resolve_backend(extractor: Extractor, backend: Backend) -> str:
+    """``auto`` -> ``onnx`` for a TraqPoint network on the CPU when ONNX Runtime is installed (the
+    measured winner, see ``frontend/README.md``), else ``eager``; any other name passes through."""
+    if backend != "auto":
+        return backend
+    on_cpu = torch.device(getattr(extractor, "device", "cpu")).type == "cpu"
+    is_net = isinstance(getattr(extractor, "net", None), nn.Module)
+    return "onnx" if on_cpu and is_net and onnx_available() else "eager"
+
+
+def accelerate(
+    extractor: Extractor,
+    backend: Backend = "eager",
+    example_hw: tuple[int, int] = EXAMPLE_HW,
+    cache_dir: str | Path | None = None,
+) -> Extractor:
+    """Return ``extractor`` running its network on ``backend`` (a shallow copy; the input is untouched).
+
+    ``eager`` and OpenCV baselines return ``extractor`` itself. ``onnx`` runs on the CPU only;
+    ``auto`` picks as :func:`resolve_backend`.
+
+    Raises:
+        BadInputError: unknown backend, a non-TraqPoint learned extractor, or onnx off the CPU.
+    """
+    if backend not in BACKENDS:
+        raise BadInputError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    requested, backend = backend, resolve_backend(extractor, backend)
+    if backend == "eager" or isinstance(extractor, OpenCVExtractor):
+        return extractor
+    net = getattr(extractor, "net", None)
+    if not isinstance(net, nn.Module) or not hasattr(net, "stride"):
+        raise BadInputError(f"backend {backend!r} needs a TraqPoint extractor, got {extractor!r}")
+    device = torch.device(extractor.device)
+    if backend == "onnx" and device.type != "cpu":
+        raise BadInputError("the onnx backend runs on the CPU only; use torchscript or compile on CUDA")
+    example = torch.rand(1, 1, *example_hw, device=device)
+    build = {"torchscript": _torchscript, "compile": _compile}.get(backend)
+    try:
+        wrapped = build(net.eval(), example) if build else _onnx(net.eval(), example, cache_dir)
+    except Exception as err:
+        if requested != "auto":
+            raise
+        log.warning(
+            "%s: %s backend unavailable (%s: %s); running eager", extractor.name, backend, type(err).__name__, err
+        )
+        return extractor
+    fast = copy.copy(extractor)
+    fast.net = wrapped
+    log.info("%s: network runs on the %s backend", extractor.name, backend)
+    return fast

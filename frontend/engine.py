@@ -1,0 +1,257 @@
+"""Extraction engine: frames from any iterable source -> batched extraction -> features, in order.
+
+Modes
+    ``naive``: one thread, synchronous: stack, copy, extract, repeat. The reference for timings.
+    ``pipelined``: a producer thread reads and stacks batches (decoding overlaps compute); on
+    CUDA each batch goes through a pinned-buffer ring and a copy stream while the previous batch
+    computes on a compute stream (see :mod:`frontend.streams`). The next batch is uploaded only
+    if it is already read, so batch size 1 adds no latency (live use), and batch ``N`` gives
+    throughput (offline use).
+
+The engine works with every :class:`models.Extractor`; OpenCV baselines get their ``uint8``
+images directly (no float round trip). Features always come back on the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from models.base import Extractor
+from models.conventions import Features
+from models.opencv_features import OpenCVExtractor
+
+from .backends import Backend, accelerate
+from .batching import Batch, iter_batches
+from .frame import Frame
+from .streams import DeviceStreams, PinnedRing, Upload, cuda_ok
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["naive", "pipelined"]
+Precision = Literal["fp32", "fp16", "bf16"]
+AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (the affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def features_to_cpu(feats: Features) -> Features:
+    """Move one feature dict to the CPU (keypoints/scores/descriptors as float32)."""
+    return Features(**{k: v.detach().to("cpu", torch.float32) for k, v in feats.items()})  # type: ignore[typeddict-item]
+
+
+@dataclass
+class _Staged:
+    """A batch read by the producer: its frames, pinned slot (or ``None``) and host tensor."""
+
+    frames: list[Frame]
+    slot: int | None
+    images: torch.Tensor
+
+
+@dataclass
+class _InFlight:
+    staged: _Staged
+    upload: Upload
+    t_ready: float
+
+
+class _Failure:
+    """Carries an exception from the producer thread to the consumer."""
+
+    def __init__(self, err: BaseException) -> None:
+        self.err = err
+
+
+_END = object()
+
+
+class ExtractionEngine:
+    """Run an extractor over a stream of images.
+
+    Args:
+        extractor: any :class:`models.Extractor`.
+        batch_size: images per forward pass; 1 for live (latency), 4-16 for offline (throughput).
+        mode: ``"pipelined"`` (default) or ``"naive"``, see the module docstring.
+        precision: ``"fp32"``, or ``"fp16"`` / ``"bf16"`` autocast around the network.
+        num_keypoints: top-k per image; ``None`` uses the extractor's default.
+        num_threads: torch intra-op threads on CPU; ``"auto"`` = usable cores, ``None`` = leave as is.
+        prefetch: batches the producer may read ahead of the compute.
+        backend: network backend for TraqPoint extractors, see :mod:`frontend.backends`.
+
+    Example:
+        >>> engine = ExtractionEngine(models.build("sift"), batch_size=4)
+        >>> for frame in engine.run(images):  # numpy/tensor images or Frame records
+        ...     frame.keypoints.shape  # [N, 2]
+    """
+
+    def __init__(
+        self,
+        extractor: Extractor,
+        batch_size: int = 1,
+        mode: Mode = "pipelined",
+        precision: Precision = "fp32",
+        num_keypoints: int | None = None,
+        num_threads: int | Literal["auto"] | None = "auto",
+        prefetch: int = 2,
+        backend: Backend = "eager",
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if mode not in ("naive", "pipelined"):
+            raise ValueError(f"unknown mode {mode!r}; choose 'naive' or 'pipelined'")
+        if precision not in ("fp32", *AMP_DTYPES):
+            raise ValueError(f"unknown precision {precision!r}; choose fp32, fp16 or bf16")
+        self.device = torch.device(getattr(extractor, "device", "cpu"))
+        self.batch_size = batch_size
+        self.mode = mode
+        self.precision = precision
+        self.num_keypoints = num_keypoints
+        self.prefetch = max(1, prefetch)
+        self.opencv = isinstance(extractor, OpenCVExtractor)
+        # (batch size, seconds from batch ready to features) of the latest batches
+        self.batch_times: deque[tuple[int, float]] = deque(maxlen=100_000)
+        if self.device.type == "cpu" and num_threads is not None:
+            n = usable_cores() if num_threads == "auto" else int(num_threads)
+            if torch.get_num_threads() != n:
+                torch.set_num_threads(n)
+                log.info("torch intra-op threads set to %d", n)
+        self.extractor = accelerate(extractor, backend)  # after the threads: ONNX Runtime copies the count
+
+    # -- compute -----------------------------------------------------------------------------
+    def _autocast(self) -> AbstractContextManager:
+        if self.precision == "fp32" or self.opencv:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=AMP_DTYPES[self.precision])
+
+    def extract(self, images: torch.Tensor) -> list[Features]:
+        """Features (on the CPU) of staged images ``[B, 1, H, W]`` (``uint8`` or float in ``[0, 1]``)."""
+        k = self.extractor.num_keypoints if self.num_keypoints is None else self.num_keypoints
+        if self.opencv and images.dtype == torch.uint8 and images.device.type == "cpu":
+            grey = images[:, 0].numpy()
+            return [self.extractor.extract_grey(g, k) for g in grey]  # type: ignore[attr-defined]
+        x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+        with torch.inference_mode(), self._autocast():
+            feats = self.extractor.extract(x, k)
+        return [features_to_cpu(f) for f in feats]
+
+    # -- public API --------------------------------------------------------------------------
+    def run(self, source: Iterable) -> Iterator[Frame]:
+        """Yield one :class:`Frame` with features per source item, in source order."""
+        runner = self._run_naive if self.mode == "naive" else self._run_pipelined
+        yield from runner(source)
+
+    __call__ = run
+
+    def _finish(self, frames: list[Frame], feats: list[Features], t_ready: float) -> list[Frame]:
+        self.batch_times.append((len(frames), time.perf_counter() - t_ready))
+        return [f.with_features(x) for f, x in zip(frames, feats, strict=True)]
+
+    def _run_naive(self, source: Iterable) -> Iterator[Frame]:
+        for batch in iter_batches(source, self.batch_size):
+            t0 = time.perf_counter()
+            feats = self.extract(batch.images.to(self.device))
+            yield from self._finish(batch.frames, feats, t0)
+
+    # -- pipelined ---------------------------------------------------------------------------
+    def _run_pipelined(self, source: Iterable) -> Iterator[Frame]:
+        pin = cuda_ok(self.device)
+        streams = DeviceStreams(self.device)
+        # prefetch batches queued + one computing + one uploading may hold a slot at once.
+        ring = PinnedRing(self.prefetch + 2, pin=pin)
+        ready: queue.Queue = queue.Queue(maxsize=self.prefetch)
+        stop = threading.Event()
+        producer = threading.Thread(
+            target=self._produce, args=(source, ring, ready, stop, pin), name="frontend-producer", daemon=True
+        )
+        producer.start()
+        try:
+            yield from self._consume(ready, ring, streams)
+        finally:
+            stop.set()
+            while producer.is_alive():  # unblock a producer waiting on a full queue
+                try:
+                    ready.get_nowait()
+                except queue.Empty:
+                    pass
+                producer.join(timeout=0.05)
+
+    def _produce(self, source: Iterable, ring: PinnedRing, ready: queue.Queue, stop: threading.Event, pin: bool):
+        """Producer thread: read, stage and (on CUDA) pin batches; then a final ``_END``."""
+
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    ready.put(item, timeout=0.05)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        try:
+            for batch in iter_batches(source, self.batch_size):
+                staged = self._stage(batch, ring, stop, pin)
+                if staged is None or not put(staged):
+                    return
+            put(_END)
+        except BaseException as err:  # noqa: BLE001 - re-raised in the consumer thread
+            put(_Failure(err))
+
+    @staticmethod
+    def _stage(batch: Batch, ring: PinnedRing, stop: threading.Event, pin: bool) -> _Staged | None:
+        if not pin or batch.images.device.type != "cpu":
+            return _Staged(batch.frames, None, batch.images)
+        while not stop.is_set():
+            try:
+                slot, buf = ring.acquire(batch.images, timeout=0.05)
+                return _Staged(batch.frames, slot, buf)
+            except queue.Empty:
+                continue
+        return None
+
+    def _consume(self, ready: queue.Queue, ring: PinnedRing, streams: DeviceStreams) -> Iterator[Frame]:
+        done, failure = False, None
+
+        def take(block: bool) -> _InFlight | None:
+            """The next batch, uploading; ``None`` at the end or when none is ready and not ``block``."""
+            nonlocal done, failure
+            if done:
+                return None
+            try:
+                item = ready.get(block=block)
+            except queue.Empty:
+                return None
+            if item is _END or isinstance(item, _Failure):
+                done, failure = True, getattr(item, "err", None)
+                return None
+            return _InFlight(item, streams.upload(item.images), time.perf_counter())
+
+        pending = take(block=True)
+        while pending is not None:
+            # Double buffering: start uploading batch k+1 (if already read) before computing batch k.
+            lookahead = take(block=False)
+            with streams.computing(pending.upload):
+                feats = self.extract(pending.upload.tensor)
+            if pending.staged.slot is not None:
+                streams.wait_upload(pending.upload)
+                ring.release(pending.staged.slot)
+            yield from self._finish(pending.staged.frames, feats, pending.t_ready)
+            pending = lookahead if lookahead is not None else take(block=True)
+        if failure is not None:  # raised after every frame read before it was yielded
+            raise failure

@@ -1,0 +1,171 @@
+"""Measurements behind the front-end's defaults (not run by the tests).
+
+``python -m frontend.profile backends``: the TraqPoint-lite network on the CPU at KITTI size
+(1226x370, padded to 1248x384) through every backend of :mod:`frontend.backends`, network
+alone and full extraction (network + NMS/top-k/sampling in torch), rounds interleaved so that
+other load on the machine hits every backend alike; the load average is printed with the table.
+
+``python -m frontend.profile tracker SEQUENCE_DIR``: the tracker's per-frame cost split into
+match / verify / update, per method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import models
+
+from .backends import BACKENDS, EXAMPLE_HW, accelerate
+from .demo import folder_frames
+from .engine import ExtractionEngine
+from .tracker import Tracker
+
+KITTI_HW = (370, 1226)
+
+
+def _ms(times: list[float]) -> dict:
+    return {"median_ms": 1e3 * statistics.median(times), "min_ms": 1e3 * min(times), "runs": len(times)}
+
+
+def profile_backends(backends: list[str], threads: int, rounds: int, num_keypoints: int) -> dict:
+    """Median/min milliseconds per backend for the network alone and for the whole extraction."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    base = models.build("traqpoint-lite", weights="random", num_keypoints=num_keypoints)
+    padded = torch.rand(1, 1, *EXAMPLE_HW)
+    image = torch.rand(1, 1, *KITTI_HW)
+    extractors, setup = {}, {}
+    for name in backends:
+        t = time.perf_counter()
+        try:
+            extractors[name] = accelerate(base, name)
+        except Exception as err:  # noqa: BLE001 - a backend that fails here is reported, not fatal
+            setup[name] = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:120]}"
+            continue
+        setup[name] = f"{time.perf_counter() - t:.1f} s"
+    net_t: dict[str, list[float]] = {n: [] for n in extractors}
+    ext_t: dict[str, list[float]] = {n: [] for n in extractors}
+    with torch.inference_mode():
+        for r in range(rounds + 2):  # two warm-up rounds
+            for name, ext in extractors.items():
+                t0 = time.perf_counter()
+                ext.net(padded)
+                t1 = time.perf_counter()
+                ext.extract(image)
+                t2 = time.perf_counter()
+                if r >= 2:
+                    net_t[name].append(t1 - t0)
+                    ext_t[name].append(t2 - t1)
+    out = {name: {"setup": setup[name]} for name in backends}
+    for name in net_t:
+        out[name] |= {"net": _ms(net_t[name]), "extract": _ms(ext_t[name])}
+    return out
+
+
+def profile_tracker(sequence: Path, methods: list[str], frames: int, num_keypoints: int) -> dict:
+    """Mean/median per-frame tracker cost (ms) of match, verify and update, per method."""
+    out = {}
+    for spec in methods:
+        name, _, matcher = spec.partition("+")  # e.g. traqpoint-lite+mnn
+        weights = "random" if name.startswith("traqpoint") else None
+        torch.manual_seed(0)
+        ext = models.build(name, weights=weights, num_keypoints=num_keypoints)
+        feats = list(ExtractionEngine(ext, batch_size=2, num_threads=None).run(folder_frames(sequence, frames)))
+        tracker = Tracker(ext, **({"matcher": matcher} if matcher else {}))
+        for f in feats:
+            tracker.track(f)
+        stats = tracker.stats[1:]
+        row = {"matcher": tracker.matcher, "aktl": tracker.aktl}
+        for key in ("keypoints", "matches", "inliers"):
+            row[f"{key}_mean"] = float(np.mean([getattr(s, key) for s in stats]))
+        for key in ("t_match_ms", "t_verify_ms", "t_update_ms"):
+            vals = [getattr(s, key) for s in stats]
+            row[key] = {"mean": float(np.mean(vals)), "median": float(np.median(vals))}
+        out[spec] = row
+    return out
+
+
+def machine() -> dict:
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m frontend.profile", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="what", required=True)
+    b = sub.add_parser("backends")
+    b.add_argument("--backends", nargs="+", default=[b for b in BACKENDS if b != "auto"], choices=BACKENDS)
+    b.add_argument("--threads", type=int, nargs="+", default=[2])
+    b.add_argument("--rounds", type=int, default=20)
+    b.add_argument("--num-keypoints", type=int, default=2048)
+    t = sub.add_parser("tracker")
+    t.add_argument("sequence", type=Path)
+    t.add_argument("--methods", nargs="+", default=["sift", "traqpoint-lite", "traqpoint-lite+mnn"])
+    t.add_argument("--frames", type=int, default=20)
+    t.add_argument("--num-keypoints", type=int, default=1024)
+    t.add_argument("--threads", type=int, default=2)
+    for s in (b, t):
+        s.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+    result: dict = {"profile": args.what, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine_before": machine()}
+    if args.what == "backends":
+        result["config"] = {
+            "image_hw": KITTI_HW,
+            "padded_hw": EXAMPLE_HW,
+            "rounds": args.rounds,
+            "num_keypoints": args.num_keypoints,
+        }
+        for n in args.threads:
+            result[f"threads_{n}"] = res = profile_backends(args.backends, n, args.rounds, args.num_keypoints)
+            print(f"threads {n}  (load average {os.getloadavg()[0]:.2f})")
+            head = ("backend", "setup", "net med", "net min", "extract med", "extract min")
+            print("{:<12} {:>10} {:>9} {:>9} {:>12} {:>12}".format(*head))
+            for name, r in res.items():
+                if "net" not in r:
+                    print(f"{name:<12} {r['setup']}")
+                    continue
+                print(
+                    f"{name:<12} {r['setup']:>10} {r['net']['median_ms']:9.1f} {r['net']['min_ms']:9.1f} "
+                    f"{r['extract']['median_ms']:12.1f} {r['extract']['min_ms']:12.1f}"
+                )
+    else:
+        result["config"] = {
+            "sequence": str(args.sequence),
+            "frames": args.frames,
+            "num_keypoints": args.num_keypoints,
+            "threads": args.threads,
+        }
+        torch.set_num_threads(args.threads)
+        result["methods"] = res = profile_tracker(args.sequence, args.methods, args.frames, args.num_keypoints)
+        print(
+            f"{'method':<22} {'matcher':<13} {'kp':>5} {'match':>6} {'inl':>5} {'AKTL':>6} "
+            f"{'t_match':>8} {'t_verify':>9} {'t_update':>9}  (ms, mean/median)"
+        )
+        for name, r in res.items():
+            tm, tv, tu = (r[k] for k in ("t_match_ms", "t_verify_ms", "t_update_ms"))
+            print(
+                f"{name:<22} {r['matcher']:<13} {r['keypoints_mean']:5.0f} {r['matches_mean']:6.0f} "
+                f"{r['inliers_mean']:5.0f} {r['aktl']:6.3f} {tm['mean']:4.1f}/{tm['median']:<4.1f} "
+                f"{tv['mean']:4.1f}/{tv['median']:<4.1f} {tu['mean']:4.1f}/{tu['median']:<4.1f}"
+            )
+    result["machine_after"] = machine()
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,307 @@
+"""Frame-to-frame keypoint tracker: matching, geometric verification, track bookkeeping, AKTL.
+
+Per frame ``t`` (keypoints/descriptors from the :class:`~frontend.engine.ExtractionEngine`):
+
+1. **match** every keypoint of frame ``t - 1`` to every keypoint of frame ``t`` with the
+   extractor's default matcher (:mod:`models.matchers`: mutual dual-softmax, tau = 20, P >= 0.01
+   for TraqPoint; mutual ratio test for SIFT; mutual NN for ORB);
+2. **verify** the matches with a MAGSAC++ fundamental matrix (``cv2.USAC_MAGSAC``; fewer than 8
+   matches cannot be verified and are kept as they are);
+3. **update**: an inlier whose frame ``t - 1`` keypoint carried a track continues that track;
+   every active track without one ends; keypoints of frame ``t`` that continue nothing are
+   *candidates*, and start new tracks only where the occupancy grid has room (at most
+   ``max_tracks_per_cell`` active tracks per ``grid_cell``-pixel cell, best scores first), so new
+   tracks fill empty regions instead of piling up where tracks already are.
+
+Track ids are consecutive integers from 0, never reused. A keypoint that belongs to no track has
+id ``-1``. Everything is vectorised (numpy/torch); no Python loop visits a keypoint or a track.
+
+AKTL (average keypoint track length):
+    ``AKTL = sum(length) / count`` over every track started so far, the ended ones and the still
+    active ones, where a track's *length* is the number of frames in which it was observed
+    (frames whose keypoints carry its id). A track started and never matched again has length 1.
+    Tracks are contiguous (a track ends at the first frame it is not re-observed), so the length
+    is also the track's age in frames. Keypoints the grid rule keeps out of tracks are not counted:
+    compare methods under one tracker configuration. With no track at all, AKTL is 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from models.base import Extractor
+from models.matchers import MATCHERS, match_pair
+
+from .frame import Frame
+from .geometry import select_uniform, verify_fundamental
+
+DUAL_SOFTMAX_KWARGS = {"temperature": 20.0, "threshold": 0.01}  # the paper's matcher settings
+
+
+@dataclass
+class FrameStats:
+    """What the tracker did on one frame (``kf_*`` are 0 unless keyframe matching is on)."""
+
+    index: int
+    keypoints: int
+    matches: int  # mutual matches to the previous frame
+    inliers: int  # of which geometrically verified
+    verified: bool  # False when there were too few matches for a fundamental matrix
+    active: int  # tracks alive after this frame
+    new: int  # tracks started on this frame
+    lost: int  # tracks that ended on this frame
+    kf_matches: int = 0
+    kf_inliers: int = 0
+    t_match_ms: float = 0.0
+    t_verify_ms: float = 0.0
+    t_update_ms: float = 0.0
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrackResult:
+    """Tracker output for one frame.
+
+    Attributes:
+        frame: the input frame with ``track_ids [N]`` filled in.
+        stats: the :class:`FrameStats` of the frame.
+        matches: verified matches ``[K, 2]`` int64 ``(i_prev, i_cur)`` to the previous frame.
+        keyframe_matches: verified matches ``[K, 2]`` ``(i_keyframe, i_cur)`` when keyframe
+            matching is on and a keyframe exists, else ``None``.
+    """
+
+    frame: Frame
+    stats: FrameStats
+    matches: torch.Tensor
+    keyframe_matches: torch.Tensor | None = None
+
+
+@dataclass
+class Tracks:
+    """The active tracks, one row each (row order is arbitrary).
+
+    ``ids [T]`` int64, ``start [T]`` index of the first frame, ``length [T]`` frames observed
+    (= age), ``keypoints [T, 2]`` last position, ``descriptors [T, D]`` last descriptor,
+    ``history [T, H, 2]`` last ``H`` positions, oldest first, NaN before the track began.
+    """
+
+    ids: np.ndarray
+    start: np.ndarray
+    length: np.ndarray
+    keypoints: np.ndarray
+    descriptors: torch.Tensor
+    history: np.ndarray
+
+    @classmethod
+    def empty(cls, dim: int, history: int) -> Tracks:
+        i = np.zeros(0, dtype=np.int64)
+        return cls(i, i, i, np.zeros((0, 2), np.float32), torch.zeros(0, dim), np.zeros((0, history, 2), np.float32))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class Tracker:
+    """Stateful tracker; call :meth:`track` once per frame, in order.
+
+    Args:
+        extractor: supplies the default matcher and its settings (optional).
+        **conf: overrides of :attr:`default_conf`; an unknown key is an error.
+
+    Example:
+        >>> tracker = Tracker(extractor)
+        >>> for frame in engine.run(images):
+        ...     result = tracker.track(frame)
+        >>> tracker.aktl
+    """
+
+    default_conf = {
+        "matcher": None,  # models.matchers name; None = the extractor's default (dual_softmax without one)
+        "matcher_kwargs": None,  # None = the extractor's settings (tau = 20, P >= 0.01 for dual-softmax)
+        "verify": True,  # MAGSAC++ fundamental-matrix check; False keeps every mutual match
+        "ransac_threshold": 1.0,  # px: max distance of an inlier to its epipolar line
+        "ransac_confidence": 0.999,
+        "ransac_max_iters": 2000,
+        "grid_cell": 32,  # px side of the occupancy-grid cell; 0 = every unmatched keypoint starts a track
+        "max_tracks_per_cell": 4,  # a cell with this many active tracks gets no new one
+        "history": 0,  # positions kept per track (for drawing trails); 0 = last position only
+        "match_keyframe": False,  # also match each frame to the last keyframe
+        "keyframe_interval": 0,  # take a keyframe every n frames; 0 = only on set_keyframe()
+    }
+
+    def __init__(self, extractor: Extractor | None = None, **conf: object) -> None:
+        unknown = set(conf) - set(self.default_conf)
+        if unknown:
+            raise ValueError(f"unknown Tracker options: {sorted(unknown)}; known: {sorted(self.default_conf)}")
+        self.conf = {**self.default_conf, **conf}
+        default = extractor.default_matcher if extractor is not None else "dual_softmax"
+        self.matcher = self.conf["matcher"] or default
+        if self.matcher not in MATCHERS:
+            raise ValueError(f"unknown matcher {self.matcher!r}; choose from {sorted(MATCHERS)}")
+        kwargs = self.conf["matcher_kwargs"]
+        if kwargs is None and extractor is not None and self.matcher == extractor.default_matcher:
+            kwargs = extractor.matcher_kwargs
+        elif kwargs is None:
+            kwargs = DUAL_SOFTMAX_KWARGS if self.matcher == "dual_softmax" else {}
+        self.matcher_kwargs = dict(kwargs)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every track and statistic (e.g. to re-initialise after tracking loss)."""
+        self.tracks: Tracks | None = None
+        self.stats: list[FrameStats] = []
+        self._prev: Frame | None = None
+        self._rows = np.zeros(0, dtype=np.int64)  # row in self.tracks of each previous keypoint, -1 = none
+        self._next_id = 0
+        self._ended_length = 0
+        self._ended_count = 0
+        self._keyframe: Frame | None = None
+
+    # -- metrics -----------------------------------------------------------------------------
+    @property
+    def num_tracks(self) -> int:
+        """Tracks started so far (ended + active)."""
+        return self._next_id
+
+    @property
+    def aktl(self) -> float:
+        """Average keypoint track length over ended + active tracks (module docstring); 0 with none."""
+        active = 0 if self.tracks is None else int(self.tracks.length.sum())
+        count = self._ended_count + (0 if self.tracks is None else len(self.tracks))
+        return (self._ended_length + active) / count if count else 0.0
+
+    @property
+    def keyframe(self) -> Frame | None:
+        return self._keyframe
+
+    def set_keyframe(self) -> None:
+        """Make the last tracked frame the keyframe that later frames are also matched to."""
+        self._keyframe = self._prev
+
+    # -- one frame ---------------------------------------------------------------------------
+    def track(self, frame: Frame) -> TrackResult:
+        """Match ``frame`` to the previous one, verify, update tracks; see the module docstring."""
+        if not frame.has_features:
+            raise ValueError(f"frame {frame.index} has no features; run it through an ExtractionEngine first")
+        kpts = frame.keypoints.detach().cpu().float().numpy().reshape(-1, 2)
+        if self.tracks is None:
+            self.tracks = Tracks.empty(frame.descriptors.shape[-1], self.conf["history"])
+        t0 = time.perf_counter()
+        raw = self._match(self._prev, frame)
+        t1 = time.perf_counter()
+        keep, verified = self._verify(self._prev, kpts, raw)
+        inliers = raw[keep]
+        t2 = time.perf_counter()
+        track_ids, new, lost = self._update(frame, kpts, inliers)
+        t3 = time.perf_counter()
+        kf_matches, kf_raw = self._match_keyframe(frame, kpts, inliers, len(raw))
+        out = dataclasses.replace(frame, track_ids=torch.from_numpy(track_ids))
+        stats = FrameStats(
+            index=frame.index,
+            keypoints=len(kpts),
+            matches=len(raw),
+            inliers=len(inliers),
+            verified=verified,
+            active=len(self.tracks),
+            new=new,
+            lost=lost,
+            kf_matches=kf_raw,
+            kf_inliers=0 if kf_matches is None else len(kf_matches),
+            t_match_ms=1e3 * (t1 - t0),
+            t_verify_ms=1e3 * (t2 - t1),
+            t_update_ms=1e3 * (t3 - t2),
+        )
+        self.stats.append(stats)
+        self._prev = out
+        interval = self.conf["keyframe_interval"]
+        if self._keyframe is None or (interval > 0 and out.index - self._keyframe.index >= interval):
+            self._keyframe = out
+        kf = None if kf_matches is None else torch.from_numpy(kf_matches)
+        return TrackResult(out, stats, torch.from_numpy(inliers), kf)
+
+    def _match(self, f0: Frame | None, f1: Frame) -> np.ndarray:
+        """Mutual matches ``[K, 2]`` (numpy int64) between two frames' descriptors."""
+        if f0 is None or f0.num_keypoints == 0 or f1.num_keypoints == 0:
+            return np.zeros((0, 2), dtype=np.int64)
+        m, _ = match_pair(f0.descriptors.cpu(), f1.descriptors.cpu(), self.matcher, **self.matcher_kwargs)
+        return m.numpy()
+
+    def _verify(self, f0: Frame | None, kpts1: np.ndarray, matches: np.ndarray) -> tuple[np.ndarray, bool]:
+        if f0 is None or not self.conf["verify"] or len(matches) == 0:
+            return np.ones(len(matches), dtype=bool), False
+        kpts0 = f0.keypoints.cpu().float().numpy().reshape(-1, 2)
+        return verify_fundamental(
+            kpts0[matches[:, 0]],
+            kpts1[matches[:, 1]],
+            self.conf["ransac_threshold"],
+            self.conf["ransac_confidence"],
+            self.conf["ransac_max_iters"],
+        )
+
+    def _update(self, frame: Frame, kpts: np.ndarray, inliers: np.ndarray) -> tuple[np.ndarray, int, int]:
+        """Continue, end and start tracks; return the frame's ``track_ids [N]`` and the new/lost counts."""
+        old, n = self.tracks, len(kpts)
+        prev_rows = self._rows[inliers[:, 0]] if len(inliers) else np.zeros(0, dtype=np.int64)
+        cont = prev_rows >= 0
+        rows, cur = prev_rows[cont], inliers[cont, 1]  # mutual matches: each row and keypoint at most once
+        ended = np.ones(len(old), dtype=bool)
+        ended[rows] = False
+        self._ended_length += int(old.length[ended].sum())
+        self._ended_count += int(ended.sum())
+
+        free = np.ones(n, dtype=bool)
+        free[cur] = False
+        cand = np.flatnonzero(free)
+        scores = frame.scores.detach().cpu().float().numpy().reshape(-1) if frame.scores is not None else np.zeros(n)
+        cell, cap = self.conf["grid_cell"], self.conf["max_tracks_per_cell"]
+        born = cand[select_uniform(kpts[cand], scores[cand], kpts[cur], frame.image_hw, cell, cap)]
+        self.tracks = self._new_table(old, rows, cur, born, frame, kpts)
+
+        idx = np.concatenate([cur, born])
+        self._rows = np.full(n, -1, dtype=np.int64)
+        self._rows[idx] = np.arange(len(idx))
+        track_ids = np.full(n, -1, dtype=np.int64)
+        track_ids[idx] = self.tracks.ids
+        return track_ids, len(born), int(ended.sum())
+
+    def _new_table(
+        self, old: Tracks, rows: np.ndarray, cur: np.ndarray, born: np.ndarray, frame: Frame, kpts: np.ndarray
+    ) -> Tracks:
+        """Active tracks after this frame: continued rows first, then the newborn."""
+        nb = len(born)
+        new_ids = np.arange(self._next_id, self._next_id + nb, dtype=np.int64)
+        self._next_id += nb
+        idx = np.concatenate([cur, born])
+        h = self.conf["history"]
+        hist = np.full((len(idx), h, 2), np.nan, dtype=np.float32)
+        if h > 0:
+            hist[: len(rows), :-1] = old.history[rows, 1:]
+            hist[:, -1] = kpts[idx]
+        return Tracks(
+            ids=np.concatenate([old.ids[rows], new_ids]),
+            start=np.concatenate([old.start[rows], np.full(nb, frame.index, dtype=np.int64)]),
+            length=np.concatenate([old.length[rows] + 1, np.ones(nb, dtype=np.int64)]),
+            keypoints=kpts[idx],
+            descriptors=torch.from_numpy(frame.descriptors.detach().cpu().numpy()[idx]),  # numpy: no thread pool
+            history=hist,
+        )
+
+    def _match_keyframe(
+        self, frame: Frame, kpts: np.ndarray, inliers: np.ndarray, num_raw: int
+    ) -> tuple[np.ndarray | None, int]:
+        """Verified matches to the keyframe (``None`` when off or without a keyframe) and the raw count."""
+        kf = self._keyframe
+        if not self.conf["match_keyframe"] or kf is None:
+            return None, 0
+        if kf is self._prev:  # the keyframe is the previous frame: reuse its matches
+            return inliers, num_raw
+        raw = self._match(kf, frame)
+        keep, _ = self._verify(kf, kpts, raw)
+        return raw[keep], len(raw)

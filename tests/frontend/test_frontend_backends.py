@@ -1,0 +1,65 @@
+"""Network backends give the eager network's features; misuse fails clearly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import models
+from frontend.backends import accelerate, onnx_available, resolve_backend
+from frontend.engine import ExtractionEngine
+
+HW = (64, 96)  # traced/exported at one size, run at another: shapes must stay dynamic
+
+
+@pytest.fixture(scope="module")
+def lite():
+    torch.manual_seed(0)
+    return models.build("traqpoint-lite", weights="random", num_keypoints=32)
+
+
+def image(hw=(70, 100)) -> np.ndarray:
+    rng = np.random.default_rng(1)
+    return rng.integers(0, 256, hw, dtype=np.uint8)
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "torchscript",
+        pytest.param(
+            "onnx",
+            marks=pytest.mark.skipif(
+                not onnx_available(),
+                reason="the onnx backend needs the onnx and onnxruntime packages",
+            ),
+        ),
+    ],
+)
+def test_backend_matches_eager(lite, backend, tmp_path):
+    fast = accelerate(lite, backend, example_hw=HW, cache_dir=tmp_path)
+    assert fast is not lite and fast.net.backend == backend and lite.net is not fast.net
+    assert not lite.net.training
+    (ref,) = lite.extract_numpy(image())
+    (got,) = fast.extract_numpy(image())
+    torch.testing.assert_close(got["keypoints"], ref["keypoints"])
+    torch.testing.assert_close(got["descriptors"], ref["descriptors"], atol=1e-4, rtol=1e-4)
+
+
+def test_eager_and_opencv_pass_through(lite):
+    sift = models.build("sift")
+    assert accelerate(lite, "eager") is lite
+    assert accelerate(sift, "torchscript") is sift
+    assert ExtractionEngine(sift, backend="onnx", num_threads=None).extractor is sift
+
+
+def test_unknown_backend_fails_clearly(lite):
+    with pytest.raises(models.BadInputError, match="unknown backend"):
+        accelerate(lite, "tensorrt")
+
+
+def test_auto_prefers_onnx_on_cpu_for_traqpoint(lite):
+    assert resolve_backend(models.build("orb"), "auto") == "eager"
+    assert resolve_backend(lite, "auto") == ("onnx" if onnx_available() else "eager")
+    assert resolve_backend(lite, "torchscript") == "torchscript"
