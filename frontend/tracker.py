@@ -131,6 +131,8 @@ class Tracker:
         "ransac_max_iters": 2000,
         "grid_cell": 32,  # px side of the occupancy-grid cell; 0 = every unmatched keypoint starts a track
         "max_tracks_per_cell": 4,  # a cell with this many active tracks gets no new one
+        "max_displacement": 0.3,  # fraction of the image diagonal a match may move between frames; 0 = no limit
+        # (repeated texture can give far-away matches that still satisfy the epipolar constraint)
         "history": 0,  # positions kept per track (for drawing trails); 0 = last position only
         "match_keyframe": False,  # also match each frame to the last keyframe
         "keyframe_interval": 0,  # take a keyframe every n frames; 0 = only on set_keyframe()
@@ -237,6 +239,17 @@ class Tracker:
         if f0 is None or not self.conf["verify"] or len(matches) == 0:
             return np.ones(len(matches), dtype=bool), False
         kpts0 = f0.keypoints.cpu().float().numpy().reshape(-1, 2)
+        limit = self.conf["max_displacement"] * float(np.hypot(*f0.image_hw))
+        if limit > 0:
+            near = np.linalg.norm(kpts0[matches[:, 0]] - kpts1[matches[:, 1]], axis=1) <= limit
+            keep, verified = self._verify_geometry(kpts0, kpts1, matches[near])
+            mask = np.zeros(len(matches), dtype=bool)
+            mask[np.flatnonzero(near)[keep]] = True
+            return mask, verified
+        return self._verify_geometry(kpts0, kpts1, matches)
+
+    def _verify_geometry(self, kpts0: np.ndarray, kpts1: np.ndarray, matches: np.ndarray) -> tuple[np.ndarray, bool]:
+        """MAGSAC++ fundamental-matrix inlier mask of ``matches`` between two keypoint arrays."""
         return verify_fundamental(
             kpts0[matches[:, 0]],
             kpts1[matches[:, 1]],

@@ -58,8 +58,10 @@ class LiteNet(nn.Module):
         self.matchability_head = nn.Sequential(conv_bn(c8, 32, k=1), nn.Conv2d(32, 1, 1))
         self.pixel_embed = nn.Sequential(nn.Conv2d(64, p, 1), nn.ReLU(inplace=True))
         self.policy_head = nn.Sequential(
-            nn.Conv2d(p + c8, p, 1), nn.ReLU(inplace=True),
-            nn.Conv2d(p, p, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(p + c8, p, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(p, p, 1),
+            nn.ReLU(inplace=True),
             nn.Conv2d(p, 64, 1),
         )
 

@@ -45,8 +45,9 @@ def draw_matches(img0: np.ndarray, img1: np.ndarray, p0: np.ndarray, p1: np.ndar
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m models.match", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m models.match", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("image0")
     p.add_argument("image1")
     p.add_argument("--method", default="traqpoint-lite", help=f"one of {', '.join(METHODS)}")

@@ -63,11 +63,16 @@ def homography_checks(ext: Extractor, root: Path, num_kp: int) -> dict[str, floa
         f0, f1 = f[0], f[k - 1]
         rep.append(repeatability(f0["keypoints"], f1["keypoints"], H, imgs[0].shape, imgs[k - 1].shape))
         m, _ = match_pair(f0["descriptors"], f1["descriptors"], ext.default_matcher, **ext.matcher_kwargs)
-        err = (warp_points(torch.from_numpy(H).float(), f0["keypoints"][m[:, 0]]) - f1["keypoints"][m[:, 1]]).norm(dim=1)
+        err = (warp_points(torch.from_numpy(H).float(), f0["keypoints"][m[:, 0]]) - f1["keypoints"][m[:, 1]]).norm(
+            dim=1
+        )
         mma.append(float((err <= 3).float().mean()) if len(m) else 0.0)
         inl.append(mnn_inliers(ext, f0, f1))
-    return {"repeatability3": 100 * float(np.mean(rep)), "mma3": 100 * float(np.mean(mma)),
-            "hom_inliers_1to2_4": float(np.mean(inl[:3]))}
+    return {
+        "repeatability3": 100 * float(np.mean(rep)),
+        "mma3": 100 * float(np.mean(mma)),
+        "hom_inliers_1to2_4": float(np.mean(inl[:3])),
+    }
 
 
 def tracking_checks(ext: Extractor, spec: Path, num_kp: int) -> dict[str, float]:
@@ -105,8 +110,9 @@ def build_candidates(weights: str | None, compare: list[str]) -> dict[str, Extra
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m training.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--weights", help="TraqPoint-lite weights to evaluate")
     p.add_argument("--compare", default="", help="comma-separated peer methods, e.g. orb,sift,alike-t")
     p.add_argument("--num-kp", type=int, default=2048, help="keypoint budget")
@@ -116,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     data = Path(args.data)
     if not (data / "homography" / "churchill").is_dir():
-        print(f"error: evaluation data not found under {data} (expected homography/churchill, kitti_mini, ...)",
-              file=sys.stderr)
+        print(
+            f"error: evaluation data not found under {data} (expected homography/churchill, kitti_mini, ...)",
+            file=sys.stderr,
+        )
         return 2
     try:
         cands = build_candidates(args.weights, [c for c in args.compare.split(",") if c])

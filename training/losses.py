@@ -17,7 +17,9 @@ from models.sampling import sample_descriptors, sample_map
 from training.warping import warp_item
 
 
-def dual_softmax_loss(d0: torch.Tensor, d1: torch.Tensor, temperature: float = 20.0) -> tuple[torch.Tensor, torch.Tensor]:
+def dual_softmax_loss(
+    d0: torch.Tensor, d1: torch.Tensor, temperature: float = 20.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Loss for corresponding rows of ``d0 [N, D]`` and ``d1 [N, D]``; also returns correctness ``[N]``."""
     sim = d0 @ d1.T * temperature
     target = torch.arange(len(d0), device=d0.device)
@@ -45,13 +47,20 @@ def pair_loss(
     ma = sample_map(out_a["matchability"], pts_a[None], image_hw)[0]
     mb = sample_map(out_b["matchability"], pts_b[None], image_hw)[0]
     target = correct.float()
-    match_loss = 0.5 * (F.binary_cross_entropy(ma.clamp(1e-6, 1 - 1e-6), target)
-                        + F.binary_cross_entropy(mb.clamp(1e-6, 1 - 1e-6), target))
+    match_loss = 0.5 * (
+        F.binary_cross_entropy(ma.clamp(1e-6, 1 - 1e-6), target)
+        + F.binary_cross_entropy(mb.clamp(1e-6, 1 - 1e-6), target)
+    )
     return {"descriptor": desc_loss, "matchability": match_loss, "accuracy": target.mean()}
 
 
-def grid_correspondences(item: dict[str, torch.Tensor], image_hw: tuple[int, int], stride: int, max_points: int,
-                         generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def grid_correspondences(
+    item: dict[str, torch.Tensor],
+    image_hw: tuple[int, int],
+    stride: int,
+    max_points: int,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Cell centres of view 0 of a two-view ``item`` that are covisible in view 1, subsampled.
 
     Returns corresponding pixel positions ``pts_0``, ``pts_1`` ``[N, 2]``.

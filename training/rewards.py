@@ -33,8 +33,13 @@ def cells(x: torch.Tensor, size: int) -> torch.Tensor:
     return t.reshape(b, -1, size * size)
 
 
-def sample_policy(logits: torch.Tensor, grid: int, num_global: int, strategy: Strategy = "hybrid",
-                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_policy(
+    logits: torch.Tensor,
+    grid: int,
+    num_global: int,
+    strategy: Strategy = "hybrid",
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample keypoints from the policy; return ``points [B, N, 2]`` and their ``log_probs [B, N]``.
 
     Grid samples: one Categorical draw over each ``grid x grid`` cell's logits (log-prob under that
@@ -63,7 +68,9 @@ def sample_policy(logits: torch.Tensor, grid: int, num_global: int, strategy: St
 def sample_at(dense: torch.Tensor, pts: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
     """Bilinear samples of ``dense [B, C, h, w]`` at image pixels ``pts [B, N, 2]`` -> ``[B, N, C]``."""
     grid = pixels_to_grid(pts, image_hw).to(dense.dtype)[:, None]
-    return F.grid_sample(dense, grid, mode="bilinear", padding_mode="border", align_corners=False)[:, :, 0].transpose(1, 2)
+    return F.grid_sample(dense, grid, mode="bilinear", padding_mode="border", align_corners=False)[:, :, 0].transpose(
+        1, 2
+    )
 
 
 def consistency_reward(logits: torch.Tensor, pts: torch.Tensor, grid: int) -> torch.Tensor:
@@ -77,8 +84,9 @@ def consistency_reward(logits: torch.Tensor, pts: torch.Tensor, grid: int) -> to
     return (cell < value[..., None]).float().sum(-1) / (grid * grid - 1)
 
 
-def distinctiveness_reward(ref: torch.Tensor, tgt: torch.Tensor, valid: torch.Tensor,
-                           ratio_thresh: float = 0.85) -> torch.Tensor:
+def distinctiveness_reward(
+    ref: torch.Tensor, tgt: torch.Tensor, valid: torch.Tensor, ratio_thresh: float = 0.85
+) -> torch.Tensor:
     """Ratio-test reward for ``ref [B, N, D]`` vs its partner ``tgt [B, N, D]`` among valid ``tgt``."""
     d = torch.cdist(ref, tgt)
     true = d.diagonal(dim1=1, dim2=2)
@@ -88,9 +96,16 @@ def distinctiveness_reward(ref: torch.Tensor, tgt: torch.Tensor, valid: torch.Te
     return ((ratio_thresh - ratio) / ratio_thresh).clamp(0, 1)
 
 
-def track_reward(ref_desc: torch.Tensor, tgt_desc: torch.Tensor, tgt_logits: torch.Tensor,
-                 warped: torch.Tensor, covisible: torch.Tensor, grid: int, sim_thresh: float,
-                 ratio_thresh: float) -> dict[str, torch.Tensor]:
+def track_reward(
+    ref_desc: torch.Tensor,
+    tgt_desc: torch.Tensor,
+    tgt_logits: torch.Tensor,
+    warped: torch.Tensor,
+    covisible: torch.Tensor,
+    grid: int,
+    sim_thresh: float,
+    ratio_thresh: float,
+) -> dict[str, torch.Tensor]:
     """Per-point track-aware reward.
 
     Args:
@@ -107,17 +122,26 @@ def track_reward(ref_desc: torch.Tensor, tgt_desc: torch.Tensor, tgt_logits: tor
     sim = (ref_desc[:, None] * tgt_desc).sum(-1)  # [B, V, N]
     similar = covisible & (sim > sim_thresh)
     cons = consistency_reward(tgt_logits.flatten(0, 1), warped.flatten(0, 1), grid).view(b, v, n)
-    dist = distinctiveness_reward(ref_desc[:, None].expand(-1, v, -1, -1).flatten(0, 1), tgt_desc.flatten(0, 1),
-                                  covisible.flatten(0, 1), ratio_thresh).view(b, v, n)
+    dist = distinctiveness_reward(
+        ref_desc[:, None].expand(-1, v, -1, -1).flatten(0, 1),
+        tgt_desc.flatten(0, 1),
+        covisible.flatten(0, 1),
+        ratio_thresh,
+    ).view(b, v, n)
     per_view = torch.where(similar, 0.5 * (cons + dist), torch.zeros_like(cons))
     count = covisible.sum(1)
     point = per_view.sum(1) / count.clamp_min(1)
     seen = count > 0
     sequence = (point * seen).sum(1) / seen.sum(1).clamp_min(1)
     m = covisible.float().sum().clamp_min(1)
-    return {"point": point, "covisible": seen, "sequence": sequence,
-            "consistency": (cons * covisible).sum() / m, "distinctiveness": (dist * covisible).sum() / m,
-            "similar": similar.float().sum() / m}
+    return {
+        "point": point,
+        "covisible": seen,
+        "sequence": sequence,
+        "consistency": (cons * covisible).sum() / m,
+        "distinctiveness": (dist * covisible).sum() / m,
+        "similar": similar.float().sum() / m,
+    }
 
 
 def spatial_entropy(logits: torch.Tensor, regions: int = 16) -> torch.Tensor:

@@ -53,13 +53,24 @@ def cleanup_distributed() -> None:
         dist.destroy_process_group()
 
 
-def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler, step: int, extra: dict | None = None) -> None:
+def save_checkpoint(
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    step: int,
+    extra: dict | None = None,
+) -> None:
     """Atomically write model + optimiser + scheduler + step (resumable)."""
     net = model.module if hasattr(model, "module") else model
-    state = {"model": net.state_dict(), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict() if scheduler else None, "step": step,
-             "rng": torch.get_rng_state(), **(extra or {})}
+    state = {
+        "model": net.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler else None,
+        "step": step,
+        "rng": torch.get_rng_state(),
+        **(extra or {}),
+    }
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
@@ -81,7 +92,9 @@ def resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
 def check_finite(loss: torch.Tensor, step: int, out: Path) -> None:
     """Stop with a clear message when the loss is not finite."""
     if not math.isfinite(float(loss.detach())):
-        raise NonFiniteLoss(f"loss became {float(loss.detach())} at step {step}; the last good checkpoint is {out / 'last.pt'}")
+        raise NonFiniteLoss(
+            f"loss became {float(loss.detach())} at step {step}; the last good checkpoint is {out / 'last.pt'}"
+        )
 
 
 class CSVLog:

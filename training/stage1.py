@@ -41,8 +41,9 @@ log = logging.getLogger("training.stage1")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training.stage1", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m training.stage1", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--config", default="stage1_lite.yaml", help="YAML recipe in configs/ (flags override it)")
     p.add_argument("--distributed", action="store_true", default=None, help="run under torchrun with DDP")
     p.add_argument("--model", choices=["lite", "paper"], help="network variant")
@@ -61,6 +62,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="number of epochs")
     p.add_argument("--steps_per_epoch", type=int, help="steps in one epoch")
     p.add_argument("--max-steps", dest="max_steps", type=int, help="stop after this many steps in total")
+    p.add_argument("--warp_scale", type=float, nargs=2, metavar=("MIN", "MAX"), help="homography zoom range")
+    p.add_argument("--warp_rotation", type=float, help="homography in-plane rotation range (+- degrees)")
     p.add_argument("--num_points", type=int, help="correspondences per pair in the loss")
     p.add_argument("--temperature", type=float, help="dual-softmax temperature")
     p.add_argument("--matchability_weight", type=float, help="weight of the matchability loss")
@@ -77,20 +80,27 @@ def make_dataset(args: argparse.Namespace, n_views: int, length: int):
         from training.data.megadepth import MegaDepthViews
 
         return MegaDepthViews(args.data[0], args.scene_info, n_views, tuple(args.training_res), length, args.seed)
-    from training.data.homography import HomographyViews
+    from training.data.homography import HomographyViews, WarpConfig
     from training.data.images import load_pool
 
     pool, skipped = load_pool(args.data)
     log.info("training pool: %d images (%d unreadable skipped)", len(pool), skipped)
-    return HomographyViews(pool, n_views, tuple(args.training_res), length, args.seed)
+    warp = WarpConfig(scale=tuple(args.warp_scale), rotation_deg=args.warp_rotation)
+    return HomographyViews(pool, n_views, tuple(args.training_res), length, args.seed, warp)
 
 
 def make_loader(dataset, args, rank: int, world: int, start_step: int) -> DataLoader:
     """Each rank reads its own shard; a resumed run skips the items of finished steps."""
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
     indices = list(itertools.islice(iter(sampler), start_step * args.batch_size, None))
-    return DataLoader(dataset, batch_size=args.batch_size, sampler=indices, num_workers=args.workers,
-                      persistent_workers=args.workers > 0, drop_last=True)
+    return DataLoader(
+        dataset,
+        batch_size=args.batch_size,
+        sampler=indices,
+        num_workers=args.workers,
+        persistent_workers=args.workers > 0,
+        drop_last=True,
+    )
 
 
 def batch_loss(model, batch: dict, args, device) -> dict[str, torch.Tensor]:
@@ -147,8 +157,12 @@ def train(args: argparse.Namespace) -> Path:
         step += 1
         bar.update(1)
         if rank == 0 and (step % args.log_every == 0 or step == total):
-            row = {"step": step, **{k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in terms.items()}, "lr": scheduler.get_last_lr()[0],
-                   "steps_per_s": args.log_every / max(time.perf_counter() - t0, 1e-9)}
+            row = {
+                "step": step,
+                **{k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in terms.items()},
+                "lr": scheduler.get_last_lr()[0],
+                "steps_per_s": args.log_every / max(time.perf_counter() - t0, 1e-9),
+            }
             t0 = time.perf_counter()
             logger.write(row)
             bar.set_postfix(loss=f"{row['total']:.3f}", acc=f"{row['accuracy']:.2f}")

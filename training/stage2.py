@@ -44,8 +44,9 @@ log = logging.getLogger("training.stage2")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training.stage2", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m training.stage2", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--config", default="stage2_lite.yaml", help="YAML recipe in configs/ (flags override it)")
     p.add_argument("--weights", help="stage-1 weights (descriptor, frozen here)")
     p.add_argument("--distributed", action="store_true", default=None, help="run under torchrun with DDP")
@@ -59,6 +60,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, help="sequences per process per step")
     p.add_argument("--training_res", type=int, nargs=2, metavar=("H", "W"), help="training image size")
     p.add_argument("--seq_len", type=int, help="views per sequence (paper: 5)")
+    p.add_argument("--warp_scale", type=float, nargs=2, metavar=("MIN", "MAX"), help="homography zoom range")
+    p.add_argument("--warp_rotation", type=float, help="homography in-plane rotation range (+- degrees)")
     p.add_argument("--sampling_strategy", choices=["hybrid", "grid", "global"], help="keypoint sampling")
     p.add_argument("--num_global_samples", type=int, help="global samples per image (hybrid/global)")
     p.add_argument("--grid_size", type=int, help="cell size of grid sampling and of the consistency rank")
@@ -88,8 +91,7 @@ def sequence_terms(out: dict[str, torch.Tensor], batch: dict, args, generator: t
     h, w = batch["images"].shape[-2:]
     view = lambda k: out[k].unflatten(0, (b, v))  # noqa: E731
     logits, desc = view("logits"), view("descriptors").detach()
-    pts, logp = sample_policy(logits[:, 0], args.grid_size, args.num_global_samples, args.sampling_strategy,
-                              generator)
+    pts, logp = sample_policy(logits[:, 0], args.grid_size, args.num_global_samples, args.sampling_strategy, generator)
     warped = torch.zeros(b, v - 1, pts.shape[1], 2)
     covis = torch.zeros(b, v - 1, pts.shape[1], dtype=torch.bool)
     for i in range(b):  # a loop over sequences, not over points
@@ -98,9 +100,13 @@ def sequence_terms(out: dict[str, torch.Tensor], batch: dict, args, generator: t
             warped[i, j - 1], covis[i, j - 1] = warp_item(item, 0, j, pts[i])
     ref_desc = sample_at(desc[:, 0], pts, (h, w))
     tgt_desc = sample_at(desc[:, 1:].flatten(0, 1), warped.flatten(0, 1), (h, w)).unflatten(0, (b, v - 1))
-    ref_desc, tgt_desc = torch.nn.functional.normalize(ref_desc, dim=-1), torch.nn.functional.normalize(tgt_desc, dim=-1)
-    reward = track_reward(ref_desc, tgt_desc, logits[:, 1:].detach(), warped, covis, args.grid_size, args.sim_thresh,
-                          args.ratio_thresh)
+    ref_desc, tgt_desc = (
+        torch.nn.functional.normalize(ref_desc, dim=-1),
+        torch.nn.functional.normalize(tgt_desc, dim=-1),
+    )
+    reward = track_reward(
+        ref_desc, tgt_desc, logits[:, 1:].detach(), warped, covis, args.grid_size, args.sim_thresh, args.ratio_thresh
+    )
     return {"logp": logp, "reward": reward, "entropy": spatial_entropy(logits[:, 0], args.entropy_regions)}
 
 
@@ -149,8 +155,11 @@ def train(args: argparse.Namespace) -> Path:
         r = terms["reward"]
         batch_mean = float(r["sequence"].mean())
         if args.baseline == "batch" or baseline is None:
-            b_now = float((r["point"] * r["covisible"]).sum() / r["covisible"].sum().clamp_min(1)) \
-                if args.credit == "point" else batch_mean
+            b_now = (
+                float((r["point"] * r["covisible"]).sum() / r["covisible"].sum().clamp_min(1))
+                if args.credit == "point"
+                else batch_mean
+            )
         else:
             b_now = baseline
         loss = policy_loss(terms, b_now, args)
@@ -164,12 +173,20 @@ def train(args: argparse.Namespace) -> Path:
         bar.update(1)
         if rank == 0 and (step % args.log_every == 0 or step == total):
             spread = terms["logp"].exp().std().item()
-            row = {"step": step, "loss": float(loss.detach()), "reward": batch_mean, "baseline": b_now,
-                   "consistency": float(r["consistency"]), "distinctiveness": float(r["distinctiveness"]),
-                   "similar": float(r["similar"]), "entropy": float(terms["entropy"].detach()),
-                   "covisible": float(r["covisible"].float().mean()), "prob_std": spread,
-                   "lr": scheduler.get_last_lr()[0],
-                   "steps_per_s": args.log_every / max(time.perf_counter() - t0, 1e-9)}
+            row = {
+                "step": step,
+                "loss": float(loss.detach()),
+                "reward": batch_mean,
+                "baseline": b_now,
+                "consistency": float(r["consistency"]),
+                "distinctiveness": float(r["distinctiveness"]),
+                "similar": float(r["similar"]),
+                "entropy": float(terms["entropy"].detach()),
+                "covisible": float(r["covisible"].float().mean()),
+                "prob_std": spread,
+                "lr": scheduler.get_last_lr()[0],
+                "steps_per_s": args.log_every / max(time.perf_counter() - t0, 1e-9),
+            }
             t0 = time.perf_counter()
             logger.write(row)
             bar.set_postfix(reward=f"{batch_mean:.3f}", cons=f"{row['consistency']:.2f}")

@@ -32,9 +32,16 @@ def lookup(mask: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
     return mask[ij[:, 1].clamp(0, h - 1), ij[:, 0].clamp(0, w - 1)]
 
 
-def depth_warp(pts: torch.Tensor, depth_i: torch.Tensor, K_i: torch.Tensor, T_i: torch.Tensor,
-               depth_j: torch.Tensor, K_j: torch.Tensor, T_j: torch.Tensor,
-               rel_thresh: float = 0.05) -> tuple[torch.Tensor, torch.Tensor]:
+def depth_warp(
+    pts: torch.Tensor,
+    depth_i: torch.Tensor,
+    K_i: torch.Tensor,
+    T_i: torch.Tensor,
+    depth_j: torch.Tensor,
+    K_j: torch.Tensor,
+    T_j: torch.Tensor,
+    rel_thresh: float = 0.05,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Warp ``pts [N, 2]`` of view i into view j by depth and poses, with a depth-consistency check.
 
     A point is covisible when both depths are known, it projects in front of camera j inside the
@@ -55,8 +62,9 @@ def depth_warp(pts: torch.Tensor, depth_i: torch.Tensor, K_i: torch.Tensor, T_i:
     return pts_j, ok
 
 
-def warp_item(item: dict[str, torch.Tensor], i: int, j: int, pts: torch.Tensor,
-              margin: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+def warp_item(
+    item: dict[str, torch.Tensor], i: int, j: int, pts: torch.Tensor, margin: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Warp ``pts [N, 2]`` from view ``i`` to view ``j`` of one item; returns ``(pts_j, covisible)``."""
     if "H" in item:
         H = item["H"]
@@ -64,6 +72,13 @@ def warp_item(item: dict[str, torch.Tensor], i: int, j: int, pts: torch.Tensor,
         valid = item["valid"]
         ok = in_bounds(pts_j, valid.shape[-2:], margin) & lookup(valid[i, 0], pts) & lookup(valid[j, 0], pts_j)
         return pts_j, ok
-    pts_j, ok = depth_warp(pts, item["depth"][i], item["K"][i], item["T_cam_world"][i], item["depth"][j],
-                           item["K"][j], item["T_cam_world"][j])
+    pts_j, ok = depth_warp(
+        pts,
+        item["depth"][i],
+        item["K"][i],
+        item["T_cam_world"][i],
+        item["depth"][j],
+        item["K"][j],
+        item["T_cam_world"][j],
+    )
     return pts_j, ok & in_bounds(pts_j, item["depth"].shape[-2:], margin)

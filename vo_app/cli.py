@@ -22,31 +22,43 @@ from models.errors import TraqPointError
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="traqpoint-vo", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="traqpoint-vo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     src = p.add_argument_group("input")
     src.add_argument("--sequence", help="kitti/NN, demo, a KITTI/TUM/EuRoC folder, a video file or an image folder")
     src.add_argument("--webcam", type=int, metavar="N", help="live camera index N (cv2.VideoCapture)")
-    src.add_argument("--data-root", help="KITTI odometry root for kitti/NN (else $TRAQPOINT_DATA_ROOT, "
-                                         "$KITTI_ROOT or kitti_root in configs/paths.yaml)")
-    src.add_argument("--calib", help="intrinsics for video/folder/webcam: YAML (fx, fy, cx, cy, dist) or "
-                                     "a line 'fx fy cx cy [k1 k2 p1 p2 k3]'")
+    src.add_argument(
+        "--data-root",
+        help="KITTI odometry root for kitti/NN (else $TRAQPOINT_DATA_ROOT, "
+        "$KITTI_ROOT or kitti_root in configs/paths.yaml)",
+    )
+    src.add_argument(
+        "--calib",
+        help="intrinsics for video/folder/webcam: YAML (fx, fy, cx, cy, dist) or a line 'fx fy cx cy [k1 k2 p1 p2 k3]'",
+    )
     src.add_argument("--max-frames", type=int, help="stop after this many frames")
     feat = p.add_argument_group("front-end")
-    feat.add_argument("--method", default="traqpoint-lite", choices=METHODS, help="keypoint method (default %(default)s)")
+    feat.add_argument(
+        "--method", default="traqpoint-lite", choices=METHODS, help="keypoint method (default %(default)s)"
+    )
     feat.add_argument("--weights", help="weight file for learned methods (default: shipped / shared weights)")
     feat.add_argument("--num-kp", type=int, default=1024, help="keypoints per frame (default %(default)s)")
     feat.add_argument("--device", default="cpu", help="torch device for learned methods, e.g. cuda")
     vo = p.add_argument_group("odometry")
-    vo.add_argument("--scale", choices=["gt", "stereo", "mono"],
-                    help="gt: ground-truth scale (paper protocol); stereo: KITTI image_1; mono: up to scale "
-                         "(default: gt when the source has ground truth, else mono)")
+    vo.add_argument(
+        "--scale",
+        choices=["gt", "stereo", "mono"],
+        help="gt: ground-truth scale (paper protocol); stereo: KITTI image_1; mono: up to scale "
+        "(default: gt when the source has ground truth, else mono)",
+    )
     vo.add_argument("--kf-parallax", type=float, help="median parallax (px) that triggers a keyframe")
     out = p.add_argument_group("output")
     out.add_argument("--out", default="traqpoint_vo_out", help="output folder (default %(default)s)")
     out.add_argument("--headless", action="store_true", help="no window: run the pipeline and write the outputs")
     out.add_argument("--video", help="also write the tracks view as an mp4")
     out.add_argument("--export-ply", action="store_true", help="write map.ply (trajectory + points, Open3D)")
+    out.add_argument("--no-gl", action="store_true", help="viewer: 2D top-down trajectory instead of the 3D view")
     out.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -61,19 +73,34 @@ def build_pipeline(args: argparse.Namespace):
         raise TraqPointError("give exactly one of --sequence or --webcam (try --sequence demo)")
     spec = f"webcam:{args.webcam}" if args.webcam is not None else args.sequence
     live = args.webcam is not None
-    source = open_source(spec, data_root=args.data_root, calib=args.calib,
-                         **({"allow_guess": True} if live and not args.calib else {}))
+    source = open_source(
+        spec, data_root=args.data_root, calib=args.calib, **({"allow_guess": True} if live and not args.calib else {})
+    )
     has_gt = getattr(source, "gt_poses", None) is not None
     scale = args.scale or ("gt" if has_gt else "mono")
     extractor = models.build(args.method, weights=args.weights, device=args.device, num_keypoints=args.num_kp)
     odom = {"kf_parallax": args.kf_parallax} if args.kf_parallax else {}
-    return VOPipeline(source, extractor, scale=scale, num_keypoints=args.num_kp, odometry_conf=odom,
-                      max_frames=args.max_frames), source
+    return VOPipeline(
+        source, extractor, scale=scale, num_keypoints=args.num_kp, odometry_conf=odom, max_frames=args.max_frames
+    ), source
 
 
 def print_summary(metrics: dict, out: str) -> None:
-    keys = ("frames", "skipped_frames", "keyframes", "tracking_failures", "aktl", "inlier_ratio", "fps",
-            "ate_rmse_m", "ate_pct_path", "ate_unaligned_pct_path", "rpe_trans_m", "rpe_rot_deg", "t_err_pct")
+    keys = (
+        "frames",
+        "skipped_frames",
+        "keyframes",
+        "tracking_failures",
+        "aktl",
+        "inlier_ratio",
+        "fps",
+        "ate_rmse_m",
+        "ate_pct_path",
+        "ate_unaligned_pct_path",
+        "rpe_trans_m",
+        "rpe_rot_deg",
+        "t_err_pct",
+    )
     for k in keys:
         v = metrics.get(k)
         if v is not None:
@@ -83,9 +110,14 @@ def print_summary(metrics: dict, out: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
+        if not args.headless:
+            from vo_app.viewer import check_display
+
+            check_display()  # before loading any model: fail fast without a screen
         pipeline, source = build_pipeline(args)
         if args.headless:
             from vo_app.headless import run_headless
@@ -94,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from vo_app.viewer import run_viewer
 
-            metrics = run_viewer(pipeline, args.out, video=args.video, export_ply=args.export_ply)
+            metrics = run_viewer(
+                pipeline, args.out, video=args.video, export_ply=args.export_ply, use_gl=False if args.no_gl else None
+            )
     except TraqPointError as err:
         print(f"traqpoint-vo: error: {err}", file=sys.stderr)
         return 2

@@ -91,8 +91,14 @@ class Odometry:
         self.last_scale = 1.0
 
     # -- public --------------------------------------------------------------------------------
-    def step(self, index: int, keypoints: np.ndarray, track_ids: np.ndarray, gt_pose: np.ndarray | None = None,
-             stereo_depth: np.ndarray | None = None) -> OdometryStep:
+    def step(
+        self,
+        index: int,
+        keypoints: np.ndarray,
+        track_ids: np.ndarray,
+        gt_pose: np.ndarray | None = None,
+        stereo_depth: np.ndarray | None = None,
+    ) -> OdometryStep:
         """Estimate ``T_world_cam`` of frame ``index`` from its keypoints and track ids.
 
         ``gt_pose`` is required for ``scale="gt"`` (and anchors the first pose when given);
@@ -111,11 +117,15 @@ class Odometry:
             return self._lost(index, keypoints, track_ids, gt_pose, stereo_depth, len(common), "too few tracks")
         parallax = float(np.median(np.linalg.norm(p1 - p0, axis=1)))
         if parallax < self.conf["static_parallax"]:
-            return self._finish(self.kf.pose.copy(), OdometryStep(self.kf.pose.copy(), "static", False, len(common),
-                                                                   len(common), parallax))
+            return self._finish(
+                self.kf.pose.copy(),
+                OdometryStep(self.kf.pose.copy(), "static", False, len(common), len(common), parallax),
+            )
         rel = self._relative_pose(p0, p1)
         if rel is None:
-            return self._lost(index, keypoints, track_ids, gt_pose, stereo_depth, len(common), "essential matrix failed")
+            return self._lost(
+                index, keypoints, track_ids, gt_pose, stereo_depth, len(common), "essential matrix failed"
+            )
         T_cur_kf, inl = rel
         s = self._scale(T_cur_kf, p0[inl], p1[inl], common[inl], ia[inl], gt_pose)
         if s is None:
@@ -146,16 +156,27 @@ class Odometry:
         if callable(stereo_depth):  # computed lazily: stereo matching only runs at keyframes
             stereo_depth = stereo_depth()
         sd = None if stereo_depth is None else np.asarray(stereo_depth, np.float64)[valid][order]
-        self.kf = Keyframe(index, pose.copy(), track_ids[valid][order], keypoints[valid][order],
-                           None if gt_pose is None else gt_pose.copy(), stereo_depth=sd)
+        self.kf = Keyframe(
+            index,
+            pose.copy(),
+            track_ids[valid][order],
+            keypoints[valid][order],
+            None if gt_pose is None else gt_pose.copy(),
+            stereo_depth=sd,
+        )
         self._next_depth = (np.zeros(0, np.int64), np.zeros(0))
         self.keyframes += 1
 
     def _lost(self, index, keypoints, track_ids, gt_pose, stereo_depth, n: int, why: str) -> OdometryStep:
         self.failures += 1
         pose = self.last_pose @ self.velocity
-        log.warning("frame %d: tracking lost (%s, %d correspondences); re-initialising (failure %d)",
-                    index, why, n, self.failures)
+        log.warning(
+            "frame %d: tracking lost (%s, %d correspondences); re-initialising (failure %d)",
+            index,
+            why,
+            n,
+            self.failures,
+        )
         self._new_keyframe(index, pose, keypoints, track_ids, gt_pose, stereo_depth)
         return self._finish(pose, OdometryStep(pose, "lost", True, n))
 

@@ -66,9 +66,16 @@ class VOPipeline:
         tracker_conf / odometry_conf: overrides of :class:`Tracker` / :class:`Odometry` defaults.
     """
 
-    def __init__(self, source, extractor: Extractor, scale: str = "mono", num_keypoints: int = 1024,
-                 tracker_conf: dict | None = None, odometry_conf: dict | None = None,
-                 max_frames: int | None = None) -> None:
+    def __init__(
+        self,
+        source,
+        extractor: Extractor,
+        scale: str = "mono",
+        num_keypoints: int = 1024,
+        tracker_conf: dict | None = None,
+        odometry_conf: dict | None = None,
+        max_frames: int | None = None,
+    ) -> None:
         if scale == "gt" and getattr(source, "gt_poses", None) is None:
             raise BadInputError(f"--scale gt needs ground-truth poses, and {source.name} has none")
         if scale == "stereo" and not getattr(source, "has_stereo", False):
@@ -90,8 +97,7 @@ class VOPipeline:
 
     def run(self) -> Iterator[StepResult]:
         """Process the source frame by frame, yielding a :class:`StepResult` each time."""
-        t_start = time.perf_counter()
-        t_prev = t_start
+        t_prev = time.perf_counter()
         for frame in self.engine.run(self._frames()):
             res = self.tracker.track(frame)
             f = res.frame
@@ -104,11 +110,17 @@ class VOPipeline:
                 stereo = lambda f=f, kp=kp: self.stereo.at(f.image, self.source.right_image(f.index), kp)  # noqa: E731
             step = self.odometry.step(f.index, kp, f.track_ids.numpy(), gt, stereo)
             now = time.perf_counter()
-            fps = 1.0 / max(now - t_prev, 1e-9)
-            t_prev = now
-            row = {**res.stats.as_dict(), "status": step.status, "keyframe": step.keyframe,
-                   "correspondences": step.correspondences, "pose_inliers": step.inliers,
-                   "parallax_px": round(step.parallax_px, 3), "fps": round(fps, 2)}
+            busy = now - t_prev
+            fps = 1.0 / max(busy, 1e-9)
+            row = {
+                **res.stats.as_dict(),
+                "status": step.status,
+                "keyframe": step.keyframe,
+                "correspondences": step.correspondences,
+                "pose_inliers": step.inliers,
+                "parallax_px": round(step.parallax_px, 3),
+                "fps": round(fps, 2),
+            }
             s = self.summary
             s.indices.append(f.index)
             s.timestamps.append(float(f.timestamp if f.timestamp is not None else f.index))
@@ -117,8 +129,9 @@ class VOPipeline:
             s.rows.append(row)
             if step.points3d is not None and len(step.points3d):
                 s.points.append(step.points3d)
-            s.seconds = now - t_start
+            s.seconds += busy
             yield StepResult(f, step, gt, row, fps)
+            t_prev = time.perf_counter()  # time spent by the consumer (viewer, pauses) is not ours
 
     def run_all(self) -> RunSummary:
         """Run to the end without displaying anything."""
@@ -140,7 +153,8 @@ class VOPipeline:
             "keyframes": self.odometry.keyframes if self.odometry else 0,
             "aktl": self.tracker.aktl,
             "inlier_ratio": float(np.mean([r["inliers"] / r["matches"] for r in rows if r["matches"]]))
-            if any(r["matches"] for r in rows) else None,
+            if any(r["matches"] for r in rows)
+            else None,
             "fps": len(rows) / s.seconds if s.seconds > 0 else None,
             "scale": self.scale,
         }

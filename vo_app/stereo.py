@@ -11,9 +11,17 @@ class StereoDepth:
 
     def __init__(self, fx: float, baseline: float, max_disparity: int = 128) -> None:
         self.fx, self.baseline = fx, baseline
-        self.sgbm = cv2.StereoSGBM_create(minDisparity=0, numDisparities=max_disparity, blockSize=5,
-                                          P1=8 * 25, P2=32 * 25, uniquenessRatio=10, speckleWindowSize=100,
-                                          speckleRange=2, mode=cv2.STEREO_SGBM_MODE_SGBM_3WAY)
+        self.sgbm = cv2.StereoSGBM_create(
+            minDisparity=0,
+            numDisparities=max_disparity,
+            blockSize=5,
+            P1=8 * 25,
+            P2=32 * 25,
+            uniquenessRatio=10,
+            speckleWindowSize=100,
+            speckleRange=2,
+            mode=cv2.STEREO_SGBM_MODE_SGBM_3WAY,
+        )
 
     def at(self, left: np.ndarray, right: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
         """Depth in metres ``[N]`` at ``keypoints [N, 2]`` of the left image."""

@@ -30,8 +30,13 @@ class WarpConfig:
     noise_std: float = 6.0  # grey levels
 
 
-def random_homography(rng: np.random.Generator, src_hw: tuple[int, int], out_hw: tuple[int, int],
-                      cfg: WarpConfig, centre: np.ndarray | None = None) -> np.ndarray:
+def random_homography(
+    rng: np.random.Generator,
+    src_hw: tuple[int, int],
+    out_hw: tuple[int, int],
+    cfg: WarpConfig,
+    centre: np.ndarray | None = None,
+) -> np.ndarray:
     """A homography mapping a region of the source image onto an ``out_hw`` view."""
     h, w = out_hw
     sh, sw = src_hw
@@ -59,18 +64,24 @@ def photometric(rng: np.random.Generator, img: np.ndarray, cfg: WarpConfig) -> n
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def render_views(rng: np.random.Generator, src: np.ndarray, n: int, out_hw: tuple[int, int],
-                 cfg: WarpConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def render_views(
+    rng: np.random.Generator, src: np.ndarray, n: int, out_hw: tuple[int, int], cfg: WarpConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``n`` views ``[n, H, W]`` uint8 of one photograph, their ``H_view_src`` ``[n, 3, 3]`` and
     validity masks ``[n, H, W]`` (pixels that see the photograph, not the black border)."""
     sh, sw = src.shape
     centre = np.array([sw / 2, sh / 2]) + rng.uniform(-0.15, 0.15, 2) * [sw, sh]
     hs = np.stack([random_homography(rng, (sh, sw), out_hw, cfg, centre) for _ in range(n)])
-    views = np.stack([
-        photometric(rng, cv2.warpPerspective(src, H, out_hw[::-1], flags=cv2.INTER_LINEAR,
-                                             borderMode=cv2.BORDER_CONSTANT), cfg)
-        for H in hs
-    ])
+    views = np.stack(
+        [
+            photometric(
+                rng,
+                cv2.warpPerspective(src, H, out_hw[::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT),
+                cfg,
+            )
+            for H in hs
+        ]
+    )
     ones = np.full(src.shape, 255, np.uint8)
     masks = np.stack([cv2.warpPerspective(ones, H, out_hw[::-1], flags=cv2.INTER_NEAREST) > 0 for H in hs])
     return views, hs, masks
@@ -83,8 +94,15 @@ class HomographyViews(Dataset):
     generated on the fly from ``(seed, i)``.
     """
 
-    def __init__(self, pool: list[np.ndarray], n_views: int, hw: tuple[int, int], length: int,
-                 seed: int = 0, cfg: WarpConfig | None = None) -> None:
+    def __init__(
+        self,
+        pool: list[np.ndarray],
+        n_views: int,
+        hw: tuple[int, int],
+        length: int,
+        seed: int = 0,
+        cfg: WarpConfig | None = None,
+    ) -> None:
         if not pool:
             raise ValueError("empty image pool")
         self.pool, self.n, self.hw, self.length, self.seed = pool, n_views, hw, length, seed
