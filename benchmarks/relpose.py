@@ -1,0 +1,111 @@
+"""Shared relative-pose pipeline of ``scannet1500`` and ``mega1500``.
+
+Export features of every image once (cache), then per pair: match with the method's own matcher,
+estimate the essential matrix (:mod:`benchmarks.metrics.pose`) in the frame the features were
+extracted in (intrinsics mapped there with :func:`benchmarks.images.scale_matrix`), and score
+AUC@5/10/20 deg of ``max(rotation error, translation direction error)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .cache import FeatureCache
+from .images import Resize, scale_matrix
+from .methods import Method
+from .metrics.pose import AUC_THRESHOLDS, RansacConfig, pair_pose_error, pose_auc
+
+KEYS = ("auc5", "auc10", "auc20", "pairs", "matches_mean", "inliers_mean")
+
+
+@dataclass(frozen=True)
+class PosePair:
+    """Two images with known intrinsics and relative pose ``T_0to1`` (camera 0 -> camera 1)."""
+
+    image0: Path
+    image1: Path
+    K0: np.ndarray
+    K1: np.ndarray
+    T_0to1: np.ndarray
+    K_size: tuple[int, int] | None = None  # (width, height) the intrinsics refer to; None = the file's size
+
+    def available(self) -> bool:
+        return self.image0.is_file() and self.image1.is_file()
+
+
+def split_available(pairs: list[PosePair]) -> tuple[list[PosePair], int]:
+    """Pairs whose two images exist, and the number skipped because an image is missing."""
+    ok = [p for p in pairs if p.available()]
+    return ok, len(pairs) - len(ok)
+
+
+def intrinsics_in_frame(K: np.ndarray, K_size: tuple[int, int], frame_size: tuple[int, int]) -> np.ndarray:
+    """Intrinsics for an image of ``K_size`` mapped to the same image resized to ``frame_size``."""
+    if tuple(K_size) == tuple(frame_size):
+        return K
+    return scale_matrix(frame_size[0] / K_size[0], frame_size[1] / K_size[1]) @ K
+
+
+def evaluate_method(
+    method: Method, pairs: list[PosePair], resize: Resize, cache: FeatureCache, ransac: RansacConfig
+) -> tuple[dict, np.ndarray]:
+    """Metrics of :data:`KEYS` for one method, and the per-pair pose errors (deg, inf = failure)."""
+    images = list(dict.fromkeys(p for pair in pairs for p in (pair.image0, pair.image1)))
+    cache.export(method, images, resize)
+    errors, n_matches, n_inliers = [], [], []
+    for pair in tqdm(pairs, desc=f"pose {method.name}", unit="pair", leave=False, disable=None):
+        f0, f1 = cache.get(method, pair.image0, resize), cache.get(method, pair.image1, resize)
+        matches = method.match(f0.descriptors, f1.descriptors)
+        K0 = intrinsics_in_frame(pair.K0, pair.K_size or f0.original_size, f0.size)
+        K1 = intrinsics_in_frame(pair.K1, pair.K_size or f1.original_size, f1.size)
+        pts0, pts1 = f0.keypoints[matches[:, 0]], f1.keypoints[matches[:, 1]]
+        err, inliers = pair_pose_error(pts0, pts1, K0, K1, pair.T_0to1, ransac)
+        errors.append(err)
+        n_matches.append(len(matches))
+        n_inliers.append(inliers)
+    aucs = pose_auc(errors, AUC_THRESHOLDS)
+    metrics = {
+        "auc5": 100 * aucs[0],
+        "auc10": 100 * aucs[1],
+        "auc20": 100 * aucs[2],
+        "pairs": len(pairs),
+        "matches_mean": float(np.mean(n_matches)) if pairs else None,
+        "inliers_mean": float(np.mean(n_inliers)) if pairs else None,
+    }
+    return metrics, np.asarray(errors)
+
+
+def evaluate(
+    methods: list[Method], pairs: list[PosePair], resize: Resize, cache: FeatureCache, ransac: RansacConfig
+) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
+    """Run :func:`evaluate_method` for every built method -> ``(metrics, errors)`` keyed by method name."""
+    metrics, errors = {}, {}
+    for method in methods:
+        if method.extractor is not None:
+            metrics[method.name], errors[method.name] = evaluate_method(method, pairs, resize, cache, ransac)
+    return metrics, errors
+
+
+def ransac_config(ransac: RansacConfig) -> dict:
+    """The RANSAC block of a result file's config."""
+    return {
+        "estimator": "cv2.findEssentialMat (cv2.RANSAC, normalised coordinates) + cv2.recoverPose",
+        "threshold_px": ransac.threshold_px,
+        "threshold_normalisation": "divided by the mean focal length of the pair",
+        "confidence": ransac.confidence,
+        "max_iters": ransac.max_iters,
+        "pose_error": "max(rotation angle, translation direction angle), deg; failure = inf",
+        "auc_thresholds_deg": list(AUC_THRESHOLDS),
+    }
+
+
+def add_ransac_args(parser) -> None:
+    """Flags for the essential-matrix RANSAC."""
+    default = RansacConfig()
+    parser.add_argument("--ransac-th", type=float, default=default.threshold_px, help="RANSAC threshold in pixels")
+    parser.add_argument("--ransac-conf", type=float, default=default.confidence, help="RANSAC confidence")
+    parser.add_argument("--ransac-iters", type=int, default=default.max_iters, help="RANSAC iteration cap")
