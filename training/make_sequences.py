@@ -34,12 +34,21 @@ META_KEYS = ("image_paths", "depth_paths", "intrinsics", "poses")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training.make_sequences", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m training.make_sequences",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--scene_info", required=True, help="folder of MegaDepth scene-info files (e.g. scene_info_0.1_0.7)")
     p.add_argument("--out", help="output folder (default: sequence_indices_<lo>_<hi>_s<L> next to --scene_info)")
-    p.add_argument("--overlap", type=float, nargs=2, default=(0.1, 0.7), metavar=("LO", "HI"),
-                   help="overlap range of every view with the reference")
+    p.add_argument(
+        "--overlap",
+        type=float,
+        nargs=2,
+        default=(0.1, 0.7),
+        metavar=("LO", "HI"),
+        help="overlap range of every view with the reference",
+    )
     p.add_argument("--seq_len", type=int, default=5, help="views per sequence, reference included")
     p.add_argument("--per_head", type=int, default=1, help="sequences per reference image")
     p.add_argument("--seed", type=int, default=0, help="random seed")
@@ -80,8 +89,9 @@ def overlap_partners(infos: list[dict], overlap: tuple[float, float]) -> dict[in
     return partners
 
 
-def build_sequences(partners: dict[int, dict[int, float]], seq_len: int, per_head: int,
-                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def build_sequences(
+    partners: dict[int, dict[int, float]], seq_len: int, per_head: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Sequences ``[S, seq_len]`` (head first) and the overlaps ``[S, seq_len - 1]`` with the head."""
     seqs, scores = [], []
     for head in sorted(partners):
@@ -96,8 +106,10 @@ def build_sequences(partners: dict[int, dict[int, float]], seq_len: int, per_hea
             seen.add(frozenset(pick))
             seqs.append([head, *pick])
             scores.append([partners[head][k] for k in pick])
-    return (np.asarray(seqs, dtype=np.int32).reshape(-1, seq_len),
-            np.asarray(scores, dtype=np.float32).reshape(-1, seq_len - 1))
+    return (
+        np.asarray(seqs, dtype=np.int32).reshape(-1, seq_len),
+        np.asarray(scores, dtype=np.float32).reshape(-1, seq_len - 1),
+    )
 
 
 def save_sequences(path: Path, info: dict, seqs: np.ndarray, scores: np.ndarray) -> None:
@@ -106,8 +118,14 @@ def save_sequences(path: Path, info: dict, seqs: np.ndarray, scores: np.ndarray)
     np.savez(path, sequence_infos=seqs, sequence_scores=scores, **meta)
 
 
-def make_sequences(scene_info: str | Path, out: str | Path, overlap: tuple[float, float] = (0.1, 0.7),
-                   seq_len: int = 5, per_head: int = 1, seed: int = 0) -> dict[str, int]:
+def make_sequences(
+    scene_info: str | Path,
+    out: str | Path,
+    overlap: tuple[float, float] = (0.1, 0.7),
+    seq_len: int = 5,
+    per_head: int = 1,
+    seed: int = 0,
+) -> dict[str, int]:
     """Write ``OUT/<scene>.npz`` for every scene with sequences; returns ``{scene: count}``."""
     if seq_len < 2:
         raise BadInputError(f"--seq_len must be >= 2, got {seq_len}")

@@ -103,15 +103,17 @@ def make_loader(dataset, args, rank: int, world: int, start_step: int) -> DataLo
     )
 
 
-def batch_loss(model, batch: dict, args, device) -> dict[str, torch.Tensor]:
+def batch_loss(model, batch: dict, args, device, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """Sum of pair losses over a batch of two-view items."""
     images = batch["images"].to(device)  # [B, 2, 1, H, W]
     b, _, _, h, w = images.shape
     out = model(images.flatten(0, 1))
-    terms = {"descriptor": 0.0, "matchability": 0.0, "accuracy": 0.0}
+    # zero tied to the graph: a batch without correspondences still back-propagates (DDP all-reduce)
+    zero = sum(v.sum() for v in out.values()) * 0.0
+    terms = {"descriptor": zero, "matchability": zero, "accuracy": zero.detach()}
     for i in range(b):
         item = {k: v[i] for k, v in batch.items() if k != "images"}
-        pa, pb = grid_correspondences(item, (h, w), 8, args.num_points)
+        pa, pb = grid_correspondences(item, (h, w), 8, args.num_points, generator)
         pa, pb = pa.to(device), pb.to(device)
         if len(pa) < 8:
             continue
@@ -148,8 +150,10 @@ def train(args: argparse.Namespace) -> Path:
     for batch in loader:
         if step >= total:
             break
-        terms = batch_loss(model, batch, args, device)
-        check_finite(terms["total"], step, out)
+        # per-step generator: point subsampling does not depend on the global RNG (exact resume)
+        generator = torch.Generator().manual_seed(args.seed * 1000003 + step * world + rank)
+        terms = batch_loss(model, batch, args, device, generator)
+        check_finite(terms["total"], step + 1, out)
         optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()
         optimizer.step()

@@ -146,6 +146,8 @@ def train(args: argparse.Namespace) -> Path:
     bar = tqdm(total=total, initial=step, disable=rank != 0, desc="stage2", dynamic_ncols=True)
     model.train()
     baseline, t0 = None, time.perf_counter()
+    if step > 0:  # the EMA reward baseline is part of the resumable state
+        baseline = torch.load(out / "last.pt", map_location="cpu", weights_only=False).get("baseline")
     for batch in loader:
         if step >= total:
             break
@@ -163,7 +165,7 @@ def train(args: argparse.Namespace) -> Path:
         else:
             b_now = baseline
         loss = policy_loss(terms, b_now, args)
-        check_finite(loss, step, out)
+        check_finite(loss, step + 1, out)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -191,7 +193,9 @@ def train(args: argparse.Namespace) -> Path:
             logger.write(row)
             bar.set_postfix(reward=f"{batch_mean:.3f}", cons=f"{row['consistency']:.2f}")
         if rank == 0 and (step % args.ckpt_every == 0 or step == total):
-            save_checkpoint(out / "last.pt", model, optimizer, scheduler, step, {"args": vars(args)})
+            save_checkpoint(
+                out / "last.pt", model, optimizer, scheduler, step, {"args": vars(args), "baseline": baseline}
+            )
     bar.close()
     if rank == 0:
         torch.save((model.module if world > 1 else model).net.state_dict(), out / "stage2.pt")

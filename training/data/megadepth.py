@@ -110,8 +110,10 @@ def pair_samples(info: dict, overlap: tuple[float, float]) -> np.ndarray:
 def sequence_samples(info: dict, n_views: int, path: Path) -> np.ndarray:
     """The first ``n_views`` ids of each sequence ``[S, n_views]`` of a sequence index."""
     if "sequence_infos" not in info:
-        raise BadInputError(f"{path} has no sequence_infos: build {n_views}-view sequences with "
-                            f"`python -m training.make_sequences --scene_info DIR --out DIR --seq_len {n_views}`")
+        raise BadInputError(
+            f"{path} has no sequence_infos: build {n_views}-view sequences with "
+            f"`python -m training.make_sequences --scene_info DIR --out DIR --seq_len {n_views}`"
+        )
     seqs = np.asarray(info["sequence_infos"], dtype=np.int64).reshape(len(info["sequence_infos"]), -1)
     if len(seqs) and seqs.shape[1] < n_views:
         raise BadInputError(f"{path} holds sequences of {seqs.shape[1]} views, {n_views} are needed")
@@ -130,8 +132,9 @@ def adjust_intrinsics(K: np.ndarray, scale: tuple[float, float], offset: tuple[i
     return out
 
 
-def fit_view(image: np.ndarray, depth: np.ndarray, K: np.ndarray, hw: tuple[int, int],
-             centre: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def fit_view(
+    image: np.ndarray, depth: np.ndarray, K: np.ndarray, hw: tuple[int, int], centre: tuple[float, float] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Resize ``image``/``depth`` (aspect kept) to cover ``hw``, crop ``hw`` around ``centre``.
 
     ``centre`` is ``(x, y)`` in original pixels (default: the image centre); ``K`` is MegaDepth's
@@ -153,13 +156,13 @@ def fit_view(image: np.ndarray, depth: np.ndarray, K: np.ndarray, hw: tuple[int,
     x0 = int(np.clip(round(cx * sx - w / 2), 0, nw - w))
     y0 = int(np.clip(round(cy * sy - h / 2), 0, nh - h))
     K = adjust_intrinsics(K, (sx, sy), (x0, y0))
-    return image[y0:y0 + h, x0:x0 + w], depth[y0:y0 + h, x0:x0 + w], K
+    return image[y0 : y0 + h, x0 : x0 + w], depth[y0 : y0 + h, x0 : x0 + w], K
 
 
 def central_point(depth: np.ndarray, K: np.ndarray, T_cam_world: np.ndarray) -> np.ndarray | None:
     """World point seen at the image centre (median known depth of the central 10 %), or None."""
     h, w = depth.shape
-    win = depth[int(h * 0.45):int(h * 0.55) + 1, int(w * 0.45):int(w * 0.55) + 1]
+    win = depth[int(h * 0.45) : int(h * 0.55) + 1, int(w * 0.45) : int(w * 0.55) + 1]
     z = win[win > 0]
     if len(z) == 0:
         return None
@@ -211,17 +214,28 @@ class MegaDepthViews(Dataset):
         seed: base seed.
         overlap: accepted overlap range of pairs (the official filter is 0.1-0.7).
         max_missing: depth files missing in a row before giving up; a missing depth costs one
-            resample (with a warning, counted in ``self.skipped``), a missing image is an error.
+            resample (with a warning, counted in ``self.skipped``, per process: each data-loader
+            worker counts its own), a missing image is an error.
     """
 
-    def __init__(self, root: str | Path, scene_info: str | Path | None, n_views: int, hw: tuple[int, int],
-                 length: int, seed: int = 0, overlap: tuple[float, float] = (0.1, 0.7),
-                 max_missing: int = 20) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        scene_info: str | Path | None,
+        n_views: int,
+        hw: tuple[int, int],
+        length: int,
+        seed: int = 0,
+        overlap: tuple[float, float] = (0.1, 0.7),
+        max_missing: int = 20,
+    ) -> None:
         if n_views < 2:
             raise BadInputError(f"n_views must be >= 2, got {n_views}")
         if not scene_info:
-            raise BadInputError("--scene_info is required with --data_kind megadepth "
-                                "(e.g. ROOT/scene_info_0.1_0.7 or ROOT/sequence_indices_0.1_0.7_s5)")
+            raise BadInputError(
+                "--scene_info is required with --data_kind megadepth "
+                "(e.g. ROOT/scene_info_0.1_0.7 or ROOT/sequence_indices_0.1_0.7_s5)"
+            )
         self.root = Path(root)
         if not self.root.is_dir():
             raise MissingFileError(f"MegaDepth root not found: {self.root}")
@@ -238,13 +252,19 @@ class MegaDepthViews(Dataset):
             if len(samples) == 0:
                 log.info("MegaDepth index %s: no usable %d-view samples", path.name, self.n)
                 continue
-            scenes.append(Scene(path.stem, *(np.asarray(info[k], dtype=object) for k in
-                                             ("image_paths", "depth_paths", "intrinsics", "poses")), samples))
+            scenes.append(
+                Scene(
+                    path.stem,
+                    *(np.asarray(info[k], dtype=object) for k in ("image_paths", "depth_paths", "intrinsics", "poses")),
+                    samples,
+                )
+            )
         if not scenes:
             kind = f"pairs with overlap in {overlap[0]}-{overlap[1]}" if self.n == 2 else f"{self.n}-view sequences"
             raise BadInputError(f"no {kind} in the MegaDepth index files: {files[0].parent}")
-        log.info("MegaDepth: %d scenes, %d samples of %d views", len(scenes),
-                 sum(len(s.samples) for s in scenes), self.n)
+        log.info(
+            "MegaDepth: %d scenes, %d samples of %d views", len(scenes), sum(len(s.samples) for s in scenes), self.n
+        )
         return scenes
 
     def _probe(self) -> None:
@@ -253,12 +273,15 @@ class MegaDepthViews(Dataset):
         first = int(scene.samples[0, 0])
         image = self.root / scene.image_paths[first]
         if not image.is_file():
-            raise MissingFileError(f"MegaDepth image not found: {image} (is {self.root} the MegaDepth root "
-                                   "holding Undistorted_SfM/?)")
+            raise MissingFileError(
+                f"MegaDepth image not found: {image} (is {self.root} the MegaDepth root holding Undistorted_SfM/?)"
+            )
         ids = np.unique(scene.samples[:16])
         if not any(self.depth_path(scene, int(k)).is_file() for k in ids):
-            raise MissingFileError(f"MegaDepth depth file not found: {self.depth_path(scene, first)} (no depth "
-                                   f"for {len(ids)} images of scene {scene.name}; is {self.root} the MegaDepth root?)")
+            raise MissingFileError(
+                f"MegaDepth depth file not found: {self.depth_path(scene, first)} (no depth "
+                f"for {len(ids)} images of scene {scene.name}; is {self.root} the MegaDepth root?)"
+            )
 
     def depth_path(self, scene: Scene, k: int) -> Path:
         """Depth file of image ``k``: the indexed path, else the ``depth_undistorted`` layout."""
@@ -291,8 +314,10 @@ class MegaDepthViews(Dataset):
                 return self._item(scene, ids, depth_files)
             self.skipped += 1
             log.warning("MegaDepth depth file missing, sample skipped (%d so far): %s", self.skipped, missing[0])
-        raise MissingFileError(f"MegaDepth depth file not found: {missing[0]} ({self.max_missing + 1} samples "
-                               "in a row had missing depth files)")
+        raise MissingFileError(
+            f"MegaDepth depth file not found: {missing[0]} ({self.max_missing + 1} samples "
+            "in a row had missing depth files)"
+        )
 
     def _item(self, scene: Scene, ids: np.ndarray, depth_files: list[Path]) -> dict[str, torch.Tensor]:
         raw = []
@@ -301,8 +326,10 @@ class MegaDepthViews(Dataset):
             T = np.asarray(scene.poses[k], dtype=np.float64)
             raw.append((read_image(self.root / scene.image_paths[k]), read_depth(depth_file), K, T))
         X = central_point(raw[0][1], raw[0][2], raw[0][3])
-        views = [fit_view(img, depth, K, self.hw, None if v == 0 else project(X, K, T))
-                 for v, (img, depth, K, T) in enumerate(raw)]
+        views = [
+            fit_view(img, depth, K, self.hw, None if v == 0 else project(X, K, T))
+            for v, (img, depth, K, T) in enumerate(raw)
+        ]
         return {
             "images": torch.from_numpy(np.stack([v[0] for v in views]))[:, None].float() / 255.0,
             "depth": torch.from_numpy(np.stack([v[1] for v in views])).float(),
