@@ -64,6 +64,9 @@ class VOPipeline:
         scale: ``gt`` | ``stereo`` | ``mono``.
         num_keypoints: per-frame budget.
         tracker_conf / odometry_conf: overrides of :class:`Tracker` / :class:`Odometry` defaults.
+        max_frames: stop after this many frames.
+        backend: network backend of TraqPoint extractors (:mod:`frontend.backends`; ``auto`` = ONNX
+            Runtime on CPU when installed).
     """
 
     def __init__(
@@ -75,13 +78,14 @@ class VOPipeline:
         tracker_conf: dict | None = None,
         odometry_conf: dict | None = None,
         max_frames: int | None = None,
+        backend: str = "auto",
     ) -> None:
         if scale == "gt" and getattr(source, "gt_poses", None) is None:
             raise BadInputError(f"--scale gt needs ground-truth poses, and {source.name} has none")
         if scale == "stereo" and not getattr(source, "has_stereo", False):
             raise BadInputError(f"--scale stereo needs a stereo source (KITTI image_1); {source.name} has none")
         self.source, self.extractor, self.scale = source, extractor, scale
-        self.engine = ExtractionEngine(extractor, batch_size=1, num_keypoints=num_keypoints)
+        self.engine = ExtractionEngine(extractor, batch_size=1, num_keypoints=num_keypoints, backend=backend)
         self.tracker = Tracker(extractor, **{"history": 12, **(tracker_conf or {})})
         self.odometry: Odometry | None = None
         self.odometry_conf = odometry_conf or {}
