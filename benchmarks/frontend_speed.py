@@ -1,0 +1,283 @@
+"""Front-end speed benchmark: ``python -m benchmarks.frontend_speed --data SEQ_DIR --methods sift,orb``.
+
+Every method runs in one process on the same frames, decoded into memory first (a KITTI sequence
+folder reads ``image_0/``; any other folder its images in name order). Per method:
+
+1. warm-up: the first ``--warmup`` frames through the engine and a throw-away tracker (not timed);
+2. latency pass (live mode: :class:`~frontend.engine.ExtractionEngine`, batch 1, pipelined, then
+   :class:`~frontend.tracker.Tracker` on each frame as it comes out): per frame, the time the
+   engine takes to deliver its features (*extract*) and the tracker's match / verify / update.
+   Frame 0 only starts tracks (nothing to match), so the statistics cover frames 1..N-1:
+   ``fps_extract`` = frames / extraction seconds, ``fps_frontend`` = frames / (extraction +
+   tracking) seconds, ``latency_ms_p50`` / ``latency_ms_p95`` of extraction + tracking per frame,
+   ``keypoints_mean``, and ``aktl`` of the tracker over all N frames;
+3. with ``--batch`` (default ``1,8,32`` on CUDA, none on the CPU): extraction-only throughput at each
+   batch size, ``naive`` (synchronous loop) against ``pipelined`` (producer thread; on CUDA pinned
+   buffers, a copy stream and a compute stream), interleaved per batch size on the same device.
+
+The JSON adds two blocks beside the schema: ``profile`` (per method, mean ms of extract / match /
+verify / update / total per frame) and ``batches`` (per method, frames/s per batch size and mode).
+``--backend`` applies to TraqPoint networks (ONNX Runtime, TorchScript, ...; :mod:`frontend.backends`);
+the other methods run as they are, and ``config.methods.<name>.backend`` says what each one ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+from tqdm import tqdm
+
+from frontend.backends import BACKENDS, BackendNet, accelerate
+from frontend.demo import image_folder, list_images
+from frontend.engine import ExtractionEngine
+from frontend.tracker import Tracker
+from models.errors import BadInputError
+from models.image_io import read_image
+from models.traqpoint import TraqPoint
+
+from . import runner
+from .methods import Method
+
+NAME = "frontend_speed"
+KEYS = ("fps_extract", "fps_frontend", "latency_ms_p50", "latency_ms_p95", "keypoints_mean", "aktl")
+PROFILE_KEYS = ("extract_ms", "match_ms", "verify_ms", "update_ms", "total_ms")
+DEFAULT_DATA = runner.shared_data("kitti_mini", "sequences", "06")
+CUDA_BATCHES = (1, 8, 32)
+
+
+# -- inputs ---------------------------------------------------------------------------------------
+def load_frames(data: Path, count: int) -> list[np.ndarray]:
+    """The first ``count`` images of a KITTI sequence folder or an image folder, grey ``uint8``, in memory."""
+    root = runner.require_dir(data, "image data", "a KITTI sequence folder (image_0/) or a folder of images")
+    paths = list_images(image_folder(root))[:count]
+    frames = [read_image(p) for p in tqdm(paths, desc="load", unit="img", leave=False, disable=None)]
+    if len(frames) < 2:
+        raise BadInputError(f"need at least 2 images in {image_folder(root)}, found {len(frames)}")
+    return frames
+
+
+def parse_batches(text: str | None, device: str) -> list[int]:
+    """``"1,8,32"`` -> ``[1, 8, 32]``; none given: :data:`CUDA_BATCHES` on CUDA, no sweep on the CPU."""
+    if text is None:
+        return list(CUDA_BATCHES) if device.startswith("cuda") else []
+    try:
+        sizes = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise BadInputError(f"--batch expects comma-separated integers, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise BadInputError(f"--batch sizes must be positive integers, got {text!r}")
+    return list(dict.fromkeys(sizes))
+
+
+def network_backend(method: Method, requested: str) -> str:
+    """The backend a method's network gets: ``requested`` for TraqPoint networks, ``eager`` otherwise."""
+    return requested if isinstance(method.extractor, TraqPoint) else "eager"
+
+
+def backend_ran(extractor) -> str:
+    """The backend an (accelerated) extractor actually runs: ``auto`` may have fallen back to eager."""
+    net = getattr(extractor, "net", None)
+    if isinstance(net, BackendNet):
+        return net.backend
+    return "eager" if isinstance(net, torch.nn.Module) else "opencv"
+
+
+# -- measurements ---------------------------------------------------------------------------------
+def latency_pass(extractor, frames: list[np.ndarray], num_kp: int) -> tuple[dict, dict]:
+    """Live-mode timing of extraction + tracking per frame -> (schema metrics, profile)."""
+    engine = ExtractionEngine(extractor, batch_size=1, num_keypoints=num_kp, num_threads=None)
+    tracker = Tracker(extractor)
+    extract, total, keypoints = [], [], []
+    frames_out = engine.run(frames)
+    while True:
+        t0 = time.perf_counter()
+        frame = next(frames_out, None)
+        if frame is None:
+            break
+        t1 = time.perf_counter()
+        tracker.track(frame)
+        t2 = time.perf_counter()
+        extract.append(t1 - t0)
+        total.append(t2 - t0)
+        keypoints.append(frame.num_keypoints)
+    ext, tot, st = np.array(extract[1:]), np.array(total[1:]), tracker.stats[1:]  # frame 0 matches nothing
+    metrics = {
+        "fps_extract": len(ext) / ext.sum(),
+        "fps_frontend": len(tot) / tot.sum(),
+        "latency_ms_p50": 1e3 * float(np.percentile(tot, 50)),
+        "latency_ms_p95": 1e3 * float(np.percentile(tot, 95)),
+        "keypoints_mean": float(np.mean(keypoints)),
+        "aktl": tracker.aktl,
+    }
+    profile = {
+        "extract_ms": 1e3 * float(ext.mean()),
+        "match_ms": float(np.mean([s.t_match_ms for s in st])),
+        "verify_ms": float(np.mean([s.t_verify_ms for s in st])),
+        "update_ms": float(np.mean([s.t_update_ms for s in st])),
+        "total_ms": 1e3 * float(tot.mean()),
+    }
+    return metrics, profile
+
+
+def warm_up(extractor, frames: list[np.ndarray], num_kp: int) -> None:
+    """Run the first frames through an engine and a tracker (lazy initialisation, caches, allocator)."""
+    tracker = Tracker(extractor)
+    for frame in ExtractionEngine(extractor, batch_size=1, num_keypoints=num_kp, num_threads=None).run(frames):
+        tracker.track(frame)
+
+
+def throughput(extractor, frames: list[np.ndarray], num_kp: int, batch: int, mode: str) -> float:
+    """Frames per second of extraction alone at ``batch`` in ``mode`` (one warm-up batch first)."""
+    engine = ExtractionEngine(extractor, batch_size=batch, mode=mode, num_keypoints=num_kp, num_threads=None)
+    for _ in engine.run(frames[:batch]):
+        pass
+    t0 = time.perf_counter()
+    count = sum(1 for _ in engine.run(frames))
+    return count / (time.perf_counter() - t0)
+
+
+def batch_sweep(extractor, frames: list[np.ndarray], num_kp: int, batches: list[int]) -> dict:
+    """``{batch: {"naive": fps, "pipelined": fps, "speedup": pipelined / naive}}``, modes interleaved."""
+    out = {}
+    for b in batches:
+        row = {mode: throughput(extractor, frames, num_kp, b, mode) for mode in ("naive", "pipelined")}
+        out[str(b)] = {**row, "speedup": row["pipelined"] / row["naive"]}
+    return out
+
+
+def measure(method: Method, frames: list[np.ndarray], args: argparse.Namespace, batches: list[int]) -> dict:
+    """Everything measured for one method: metrics, profile, batch sweep and the backend it ran."""
+    extractor = accelerate(method.extractor, network_backend(method, args.backend))  # once, shared by all engines
+    warm_up(extractor, frames[: args.warmup], args.num_kp)
+    metrics, profile = latency_pass(extractor, frames, args.num_kp)
+    sweep = batch_sweep(extractor, frames, args.num_kp, batches) if batches else {}
+    return {"metrics": metrics, "profile": profile, "batches": sweep, "backend": backend_ran(extractor)}
+
+
+# -- the benchmark --------------------------------------------------------------------------------
+def add_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="KITTI sequence folder or image folder")
+    parser.add_argument("--frames", type=int, default=50, help="frames to load and time (at least 2)")
+    parser.add_argument("--warmup", type=int, default=3, help="frames run before timing (the first ones again)")
+    parser.add_argument("--batch", default=None, help="batch sizes of the naive/pipelined sweep, e.g. 1,8,32")
+    parser.add_argument("--backend", choices=BACKENDS, default="eager", help="network backend of TraqPoint methods")
+
+
+def run(args: argparse.Namespace) -> runner.Outcome:
+    if args.frames < 2 or args.warmup < 0:
+        raise BadInputError(f"--frames must be >= 2 and --warmup >= 0, got {args.frames} and {args.warmup}")
+    if str(args.device).startswith("cuda") and not torch.cuda.is_available():
+        raise BadInputError(f"--device {args.device}: CUDA is not available in this torch build")
+    batches = parse_batches(args.batch, str(args.device))
+    frames = load_frames(args.data, args.frames)
+    load_start = os.getloadavg()[0]
+    methods = runner.methods_from_args(args)
+    found = {}
+    for m in tqdm([m for m in methods if m.extractor is not None], desc=NAME, unit="method", disable=None):
+        found[m.name] = measure(m, frames, args, batches)
+    h, w = frames[0].shape[:2]
+    config = {
+        "frames": len(frames),
+        "warmup_frames": min(args.warmup, len(frames)),
+        "image_size": f"{w}x{h}",
+        "num_keypoints": args.num_kp,
+        "device": str(args.device),
+        "threads": torch.get_num_threads(),
+        "backend_requested": args.backend,
+        "latency_pass": "ExtractionEngine batch 1, pipelined mode, then Tracker per frame; stats over frames 1..N-1",
+        "tracker": dict(Tracker.default_conf),
+        "batch_sweep": batches,
+    }
+    result = runner.make_result(
+        NAME, args.data, config, methods, {n: r["metrics"] for n, r in found.items()},
+        {"frames": len(frames), "load_average_1min_start": load_start, "load_average_1min_end": os.getloadavg()[0]},
+    )  # fmt: skip
+    for name, r in found.items():
+        result["config"]["methods"][name]["backend"] = r["backend"]
+    result["profile"] = {n: r["profile"] for n, r in found.items()}
+    result["batches"] = {n: r["batches"] for n, r in found.items() if r["batches"]}
+    return runner.Outcome(result, {"profile": result["profile"], "batches": result["batches"]})
+
+
+def print_extras(result: dict) -> None:
+    """The profile (and batch sweep) tables, printed before the runner's main table."""
+    print("per-frame profile (ms, mean over frames 1..N-1)")
+    print(f"{'method':<16}" + "".join(f"{k:>12}" for k in PROFILE_KEYS))
+    for name, p in result["profile"].items():
+        print(f"{name:<16}" + "".join(f"{p[k]:12.2f}" for k in PROFILE_KEYS))
+    if result["batches"]:
+        print("extraction throughput (frames/s): naive / pipelined (speedup)")
+        for name, sweep in result["batches"].items():
+            cells = [f"b{b}: {r['naive']:.2f} / {r['pipelined']:.2f} ({r['speedup']:.2f}x)" for b, r in sweep.items()]
+            print(f"{name:<16}" + "   ".join(cells))
+
+
+def plot(outcome: runner.Outcome, path: Path) -> None:
+    """Bars: FPS (extraction, front-end) and the per-frame time split; lines: the batch sweep if run."""
+    result, sweeps = outcome.result, outcome.plot_data["batches"]
+    names = list(result["methods"])
+    x = np.arange(len(names))
+    fig = Figure(figsize=(5 * (3 if sweeps else 2), 4))
+    ax = fig.add_subplot(1, 3 if sweeps else 2, 1)
+    for i, key in enumerate(("fps_extract", "fps_frontend")):
+        ax.bar(x + (i - 0.5) * 0.4, [result["methods"][n][key] for n in names], 0.4, label=key)
+    ax.set(xticks=x, xticklabels=names, ylabel="frames / s", title="throughput at batch 1")
+    ax.legend(fontsize=8)
+    ax = fig.add_subplot(1, 3 if sweeps else 2, 2)
+    bottom = np.zeros(len(names))
+    for key in PROFILE_KEYS[:-1]:
+        vals = np.array([outcome.plot_data["profile"][n][key] for n in names])
+        ax.bar(x, vals, 0.6, bottom=bottom, label=key.removesuffix("_ms"))
+        bottom += vals
+    p95 = [result["methods"][n]["latency_ms_p95"] for n in names]
+    ax.scatter(x, p95, marker="_", s=400, color="black", label="p95 latency", zorder=3)
+    ax.set(xticks=x, xticklabels=names, ylabel="ms per frame", title="front-end time per frame (mean)")
+    ax.legend(fontsize=8)
+    if sweeps:
+        ax = fig.add_subplot(1, 3, 3)
+        for k, (name, sweep) in enumerate(sweeps.items()):
+            b = [int(s) for s in sweep]
+            color = f"C{k}"
+            ax.plot(b, [r["naive"] for r in sweep.values()], "--o", color=color, label=f"{name} naive")
+            ax.plot(b, [r["pipelined"] for r in sweep.values()], "-o", color=color, label=f"{name} pipelined")
+        sizes = sorted({int(s) for sweep in sweeps.values() for s in sweep})
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(sizes, labels=[str(s) for s in sizes])
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set(xlabel="batch size", ylabel="frames / s", title="extraction throughput (--batch)")
+        ax.legend(fontsize=7)
+    for a in fig.axes:
+        a.grid(alpha=0.3)
+        a.tick_params(axis="x", rotation=30)
+    FigureCanvasAgg(fig)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def run_and_print(args: argparse.Namespace) -> runner.Outcome:
+    """The CLI's run: :func:`run`, then the profile and sweep tables (the runner prints the main one)."""
+    outcome = run(args)
+    print_extras(outcome.result)
+    return outcome
+
+
+SPEC = runner.BenchmarkSpec(NAME, __doc__.splitlines()[0], KEYS, run_and_print, add_args, plot, num_keypoints=1024)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return runner.run_cli(SPEC, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

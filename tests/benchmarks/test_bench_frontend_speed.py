@@ -1,0 +1,74 @@
+"""Front-end speed benchmark: a short real run (schema, sane numbers, batch sweep) and bad inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks import frontend_speed, runner
+from models.errors import BadInputError
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = Path(os.environ.get("TRAQPOINT_SHARED", REPO.parent / "shared")) / "data"
+SEQ06 = DATA / "kitti_mini" / "sequences" / "06"
+needs_data = pytest.mark.skipif(not SEQ06.is_dir(), reason=f"shared test data not available: {SEQ06}")
+
+
+def _error(capsys, argv: list[str]) -> str:
+    assert frontend_speed.main(["--threads", "1", "--methods", "orb", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    return err
+
+
+@needs_data
+def test_five_frames_orb_sift(tmp_path, capsys):
+    out_json, out_png = tmp_path / "speed.json", tmp_path / "speed.png"
+    argv = ["--data", str(SEQ06), "--methods", "orb,sift", "--num-kp", "512", "--frames", "5", "--warmup", "1"]
+    argv += ["--batch", "1,2", "--threads", "1", "--json", str(out_json), "--plot", str(out_png)]
+    assert frontend_speed.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "per-frame profile" in printed and "fps_frontend" in printed
+    result = json.loads(out_json.read_text())
+    runner.validate_result(result, frontend_speed.KEYS)
+    assert list(result["methods"]) == ["orb", "sift"] and result["config"]["frames"] == 5
+    for name, m in result["methods"].items():
+        assert m["fps_extract"] > 0 and 0 < m["fps_frontend"] <= m["fps_extract"]
+        assert 0 < m["latency_ms_p50"] <= m["latency_ms_p95"]
+        assert 0 < m["keypoints_mean"] <= 512 and m["aktl"] >= 1.0
+        prof = result["profile"][name]
+        assert set(prof) == set(frontend_speed.PROFILE_KEYS) and min(prof.values()) >= 0
+        parts = prof["extract_ms"] + prof["match_ms"] + prof["verify_ms"] + prof["update_ms"]
+        assert parts <= prof["total_ms"] * 1.01
+        assert result["config"]["methods"][name]["backend"] == "opencv"
+        sweep = result["batches"][name]
+        assert list(sweep) == ["1", "2"] and all(r["naive"] > 0 and r["pipelined"] > 0 for r in sweep.values())
+    assert result["methods"]["sift"]["aktl"] > 1.2  # consecutive KITTI frames: tracks do continue
+    assert out_png.stat().st_size > 10_000
+
+
+def test_bad_data(tmp_path, capsys):
+    assert "image data not found" in _error(capsys, ["--data", str(tmp_path / "nowhere")])
+    assert "no images" in _error(capsys, ["--data", str(tmp_path)])
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "only.png"), np.zeros((32, 32), np.uint8))
+    assert "at least 2 images" in _error(capsys, ["--data", str(tmp_path)])
+
+
+def test_bad_flags(tmp_path, capsys):
+    assert "--frames" in _error(capsys, ["--data", str(tmp_path), "--frames", "1"])
+    assert "--batch" in _error(capsys, ["--data", str(tmp_path), "--batch", "1,x"])
+    assert "unknown method" in _error(capsys, ["--data", str(tmp_path), "--methods", "orb,superpoint"])
+
+
+def test_parse_batches():
+    assert frontend_speed.parse_batches(None, "cpu") == []
+    assert frontend_speed.parse_batches(None, "cuda") == [1, 8, 32]
+    assert frontend_speed.parse_batches("4, 1,4", "cpu") == [4, 1]
+    with pytest.raises(BadInputError):
+        frontend_speed.parse_batches("0", "cpu")
