@@ -22,13 +22,15 @@ def _lite(weights: str | Path | None, device: str, **kw) -> Extractor:
     from .lite import LiteNet
     from .traqpoint import TraqPoint
 
-    net = LiteNet()
     if weights == "random":
         log.warning("traqpoint-lite: running with RANDOM weights (requested explicitly)")
+        net = LiteNet()
     else:
         path = Path(weights) if weights else LITE_WEIGHTS
         hint = "train them with `python -m training.stage1` then `training.stage2` (training/README.md)"
-        load_into(net, load_checkpoint(path, hint), str(path))
+        state = load_checkpoint(path, hint)
+        net = LiteNet(**LiteNet.conf_from_state(state))
+        load_into(net, state, str(path))
     return TraqPoint(net, name="traqpoint-lite", device=device, **kw)
 
 

@@ -37,6 +37,7 @@ class LiteNet(nn.Module):
         "dims": (24, 64, 128, 192),  # channels at strides 4, 8, 16, 32
         "descriptor_dim": 64,  # D of the dense descriptor map
         "policy_dim": 64,  # hidden width of the per-cell policy head
+        "policy": "conv",  # "conv": full-res 3x3 convs on pixels + coarse context; "cell": 64 logits per cell
     }
 
     def __init__(self, **conf: object) -> None:
@@ -56,14 +57,32 @@ class LiteNet(nn.Module):
         self.fuse = nn.Sequential(conv_bn(c8, c8), conv_bn(c8, c8, k=1))
         self.descriptor_head = nn.Conv2d(c8, d, 1)
         self.matchability_head = nn.Sequential(conv_bn(c8, 32, k=1), nn.Conv2d(32, 1, 1))
-        self.pixel_embed = nn.Sequential(nn.Conv2d(64, p, 1), nn.ReLU(inplace=True))
-        self.policy_head = nn.Sequential(
-            nn.Conv2d(p + c8, p, 1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(p, p, 1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(p, 64, 1),
-        )
+        if self.conf["policy"] == "cell":
+            self.pixel_embed = nn.Sequential(nn.Conv2d(64, p, 1), nn.ReLU(inplace=True))
+            self.policy_head = nn.Sequential(
+                nn.Conv2d(p + c8, p, 1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(p, p, 1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(p, 64, 1),
+            )
+        elif self.conf["policy"] == "conv":
+            # Translation-covariant by construction (a shifted image shifts the logits), which the
+            # track-aware reward needs from the first step; ~0.3 kMAC per pixel at full resolution.
+            self.pixel_embed = nn.Sequential(
+                nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(inplace=True),
+                nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(inplace=True),
+                nn.Conv2d(8, 1, 1),
+            )
+            self.policy_head = nn.Sequential(nn.Conv2d(c8, 32, 1), nn.ReLU(inplace=True), nn.Conv2d(32, 1, 1))
+        else:
+            raise ValueError(f"unknown policy head {self.conf['policy']!r}; use conv or cell")
+
+    @staticmethod
+    def conf_from_state(state: dict) -> dict:
+        """The options a state dict was trained with (the policy-head type shows in its shapes)."""
+        w = state.get("pixel_embed.0.weight")
+        return {"policy": "cell"} if w is not None and w.shape[1] == 64 else {}
 
     def policy_parameters(self) -> list[nn.Parameter]:
         """Parameters trained in stage 2 (everything else is the frozen descriptor)."""
@@ -82,6 +101,10 @@ class LiteNet(nn.Module):
 
     def policy_logits(self, x: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
         """Full-resolution logits ``[B, 1, H, W]`` from pixels and detached shared features."""
+        if self.conf["policy"] == "conv":
+            coarse = self.policy_head(shared.detach())  # region-level preference at stride 8
+            up = F.interpolate(coarse, scale_factor=self.stride, mode="bilinear", align_corners=False)
+            return self.pixel_embed(x) + up
         cells = F.pixel_unshuffle(x, self.stride)  # [B, 64, H/8, W/8]
         h = torch.cat([self.pixel_embed(cells), shared.detach()], dim=1)
         return F.pixel_shuffle(self.policy_head(h), self.stride)

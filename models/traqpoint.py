@@ -57,7 +57,7 @@ class TraqPoint(Extractor):
         nms_radius: int = 2,
         threshold: float = 0.0,
         detector: DetectorSource = "policy",
-        subpixel: bool = False,
+        subpixel: bool = True,
         device: torch.device | str = "cpu",
     ) -> None:
         super().__init__(num_keypoints)

@@ -21,6 +21,21 @@ def build_net(kind: str, backbone_weights: str | None = None) -> nn.Module:
     raise BadInputError(f"unknown --model {kind!r}; use lite or paper")
 
 
+def load_descriptor(net: nn.Module, state: dict, source: str) -> None:
+    """Load stage-1 weights into ``net`` except its policy head (stage 2 trains that from scratch)."""
+    from models.weights_io import load_into
+
+    policy = {n for n, p in net.named_parameters() if any(p is q for q in net.policy_parameters())}
+    prefixes = tuple({n.split(".")[0] + "." for n in policy})
+    own = {k: v for k, v in state.items() if not k.startswith(prefixes)}
+    missing = [k for k in net.state_dict() if not k.startswith(prefixes) and k not in own]
+    if missing:
+        from models.errors import BadInputError
+
+        raise BadInputError(f"{source} is not a stage-1 checkpoint of this network: missing {missing[:2]}")
+    load_into(net, own, source, strict=False)
+
+
 class Describe(nn.Module):
     """Stage-1 view: ``forward`` = the descriptor branch (so DDP hooks see it); policy frozen."""
 

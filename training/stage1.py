@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from models.errors import TraqPointError
-from training.config import load_config
+from training.config import common_parser, load_config
 from training.losses import grid_correspondences, pair_loss
 from training.nets import Describe, build_net
 from training.runtime import (
@@ -41,36 +41,10 @@ log = logging.getLogger("training.stage1")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m training.stage1", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--config", default="stage1_lite.yaml", help="YAML recipe in configs/ (flags override it)")
-    p.add_argument("--distributed", action="store_true", default=None, help="run under torchrun with DDP")
-    p.add_argument("--model", choices=["lite", "paper"], help="network variant")
-    p.add_argument("--backbone_weights", help="DINOv3 ConvNeXt weight file (paper model)")
-    p.add_argument("--data_kind", choices=["homography", "megadepth"], help="source of pairs")
-    p.add_argument("--data", nargs="+", help="image folders (homography) or the MegaDepth root")
-    p.add_argument("--scene_info", help="MegaDepth scene-info folder (e.g. scene_info_0.1_0.7)")
-    p.add_argument("--out", help="output folder for checkpoints and logs")
-    p.add_argument("--resume", action="store_true", default=None, help="continue from OUT/last.pt")
-    p.add_argument("--batch_size", type=int, help="pairs per process per step")
-    p.add_argument("--training_res", type=int, nargs=2, metavar=("H", "W"), help="training image size")
-    p.add_argument("--lr", type=float, help="AdamW learning rate")
-    p.add_argument("--weight_decay", type=float, help="AdamW weight decay")
-    p.add_argument("--gamma_steplr", type=float, help="learning-rate decay factor per lr step")
-    p.add_argument("--lr_step", type=int, help="steps between learning-rate decays")
-    p.add_argument("--epochs", type=int, help="number of epochs")
-    p.add_argument("--steps_per_epoch", type=int, help="steps in one epoch")
-    p.add_argument("--max-steps", dest="max_steps", type=int, help="stop after this many steps in total")
-    p.add_argument("--warp_scale", type=float, nargs=2, metavar=("MIN", "MAX"), help="homography zoom range")
-    p.add_argument("--warp_rotation", type=float, help="homography in-plane rotation range (+- degrees)")
+    p = common_parser(1, __doc__)
     p.add_argument("--num_points", type=int, help="correspondences per pair in the loss")
     p.add_argument("--temperature", type=float, help="dual-softmax temperature")
     p.add_argument("--matchability_weight", type=float, help="weight of the matchability loss")
-    p.add_argument("--ckpt_every", type=int, help="checkpoint interval in steps")
-    p.add_argument("--log_every", type=int, help="log interval in steps")
-    p.add_argument("--workers", type=int, help="data-loader worker processes")
-    p.add_argument("--seed", type=int, help="random seed")
     return p
 
 

@@ -23,9 +23,9 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from models.errors import TraqPointError
-from models.weights_io import load_checkpoint, load_into
-from training.config import load_config
-from training.nets import Policy, build_net
+from models.weights_io import load_checkpoint
+from training.config import common_parser, load_config
+from training.nets import Policy, build_net, load_descriptor
 from training.rewards import sample_at, sample_policy, spatial_entropy, track_reward
 from training.runtime import (
     CSVLog,
@@ -44,24 +44,9 @@ log = logging.getLogger("training.stage2")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m training.stage2", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--config", default="stage2_lite.yaml", help="YAML recipe in configs/ (flags override it)")
+    p = common_parser(2, __doc__)
     p.add_argument("--weights", help="stage-1 weights (descriptor, frozen here)")
-    p.add_argument("--distributed", action="store_true", default=None, help="run under torchrun with DDP")
-    p.add_argument("--model", choices=["lite", "paper"], help="network variant")
-    p.add_argument("--backbone_weights", help="unused in stage 2 (kept for recipe compatibility)")
-    p.add_argument("--data_kind", choices=["homography", "megadepth"], help="source of sequences")
-    p.add_argument("--data", nargs="+", help="image folders (homography) or the MegaDepth root")
-    p.add_argument("--scene_info", help="MegaDepth scene-info / sequence-index folder")
-    p.add_argument("--out", help="output folder")
-    p.add_argument("--resume", action="store_true", default=None, help="continue from OUT/last.pt")
-    p.add_argument("--batch_size", type=int, help="sequences per process per step")
-    p.add_argument("--training_res", type=int, nargs=2, metavar=("H", "W"), help="training image size")
     p.add_argument("--seq_len", type=int, help="views per sequence (paper: 5)")
-    p.add_argument("--warp_scale", type=float, nargs=2, metavar=("MIN", "MAX"), help="homography zoom range")
-    p.add_argument("--warp_rotation", type=float, help="homography in-plane rotation range (+- degrees)")
     p.add_argument("--sampling_strategy", choices=["hybrid", "grid", "global"], help="keypoint sampling")
     p.add_argument("--num_global_samples", type=int, help="global samples per image (hybrid/global)")
     p.add_argument("--grid_size", type=int, help="cell size of grid sampling and of the consistency rank")
@@ -71,17 +56,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--entropy_regions", type=int, help="regions per side for the entropy bonus")
     p.add_argument("--credit", choices=["point", "sequence"], help="advantage per point or per sequence")
     p.add_argument("--baseline", choices=["ema", "batch"], help="reward baseline")
-    p.add_argument("--lr", type=float, help="AdamW learning rate")
-    p.add_argument("--weight_decay", type=float, help="AdamW weight decay")
-    p.add_argument("--gamma_steplr", type=float, help="learning-rate decay factor")
-    p.add_argument("--lr_step", type=int, help="steps between decays")
-    p.add_argument("--epochs", type=int, help="number of epochs")
-    p.add_argument("--steps_per_epoch", type=int, help="steps per epoch")
-    p.add_argument("--max-steps", dest="max_steps", type=int, help="stop after this many steps in total")
-    p.add_argument("--ckpt_every", type=int, help="checkpoint interval in steps")
-    p.add_argument("--log_every", type=int, help="log interval in steps")
-    p.add_argument("--workers", type=int, help="data-loader worker processes")
-    p.add_argument("--seed", type=int, help="random seed")
     return p
 
 
@@ -128,7 +102,9 @@ def train(args: argparse.Namespace) -> Path:
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
     net = build_net(args.model)
-    load_into(net, load_checkpoint(args.weights, "stage-1 weights from `python -m training.stage1`"), args.weights)
+    load_descriptor(
+        net, load_checkpoint(args.weights, "stage-1 weights from `python -m training.stage1`"), args.weights
+    )
     model = Policy(net).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
