@@ -139,9 +139,10 @@ def resolve_backend(extractor: Extractor, backend: Backend) -> str:
     measured winner, see ``frontend/README.md``), else ``eager``; any other name passes through."""
     if backend != "auto":
         return backend
+    from models.traqpoint import TraqPoint
+
     on_cpu = torch.device(getattr(extractor, "device", "cpu")).type == "cpu"
-    is_net = isinstance(getattr(extractor, "net", None), nn.Module)
-    return "onnx" if on_cpu and is_net and onnx_available() else "eager"
+    return "onnx" if on_cpu and isinstance(extractor, TraqPoint) and onnx_available() else "eager"
 
 
 def accelerate(
@@ -163,8 +164,10 @@ def accelerate(
     requested, backend = backend, resolve_backend(extractor, backend)
     if backend == "eager" or isinstance(extractor, OpenCVExtractor):
         return extractor
+    from models.traqpoint import TraqPoint
+
     net = getattr(extractor, "net", None)
-    if not isinstance(net, nn.Module) or not hasattr(net, "stride"):
+    if not isinstance(extractor, TraqPoint) or not isinstance(net, nn.Module):
         raise BadInputError(f"backend {backend!r} needs a TraqPoint extractor, got {extractor!r}")
     device = torch.device(extractor.device)
     if backend == "onnx" and device.type != "cpu":
