@@ -169,7 +169,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=50, help="frames to load and time (at least 2)")
     parser.add_argument("--warmup", type=int, default=3, help="frames run before timing (the first ones again)")
     parser.add_argument("--batch", default=None, help="batch sizes of the naive/pipelined sweep, e.g. 1,8,32")
-    parser.add_argument("--backend", choices=BACKENDS, default="eager", help="network backend of TraqPoint methods")
+    parser.add_argument(
+        "--backend", choices=BACKENDS, default="auto", help="network backend of TraqPoint methods (auto: ONNX on CPU)"
+    )
 
 
 def run(args: argparse.Namespace) -> runner.Outcome:
