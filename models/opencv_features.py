@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import cv2
 import numpy as np
 import torch
@@ -31,8 +33,9 @@ class OpenCVExtractor(Extractor):
             self._cv, self._k = self.create(k), k
         return self._cv
 
-    def create(self, k: int):  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abstractmethod
+    def create(self, k: int):
+        """The OpenCV feature object for a budget of ``k`` keypoints."""
 
     def extract(self, images: torch.Tensor, num_keypoints: int | None = None) -> list[Features]:
         """Features for ``images [B, C, H, W]`` in ``[0, 1]``."""

@@ -14,6 +14,7 @@ Random access (``source[i]`` on finite sources) raises the error instead.
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,7 +74,7 @@ def split_bgr(bgr: np.ndarray, colour: bool, undistorter: Undistorter | None) ->
     return grey, rgb
 
 
-class Source:
+class Source(ABC):
     """Base of all sources: attributes, iteration with skipping, context management.
 
     Subclasses set ``name``, ``K``, ``image_size`` and ``gt_poses`` in ``__init__`` and
@@ -109,8 +110,9 @@ class Source:
         self.skipped = 0
         return self._frames()
 
+    @abstractmethod
     def _frames(self) -> Iterator[SourceFrame]:
-        raise NotImplementedError
+        """Yield the frames (subclasses)."""
 
     def _skip(self, what: str, exc: Exception) -> None:
         """Count and log a frame that could not be read."""
@@ -124,7 +126,7 @@ class Source:
         pose = self.gt_poses[index]
         return None if np.isnan(pose).any() else pose
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a deliberate no-op default, overridden by live sources
         """Release devices and files (no-op for file-based sources)."""
 
     def __enter__(self) -> Source:
@@ -147,8 +149,9 @@ class IndexedSource(Source):
             raise IndexError(f"frame {index} out of range for {self.name} ({n} frames)")
         return self._load(index % n)
 
+    @abstractmethod
     def _load(self, index: int) -> SourceFrame:
-        raise NotImplementedError
+        """Read frame ``index`` (subclasses)."""
 
     def _frames(self) -> Iterator[SourceFrame]:
         for i in range(self.num_frames):
