@@ -22,7 +22,6 @@ from models.errors import BadInputError, MissingFileError
 
 from . import relpose, runner
 from .images import Resize
-from .metrics.pose import RansacConfig
 from .plots import plot_cumulative
 
 NAME = "mega1500"
@@ -109,28 +108,11 @@ def run(args: argparse.Namespace) -> runner.Outcome:
     if args.long_side <= 0:
         raise BadInputError(f"--long-side must be positive, got {args.long_side}")
     resize = Resize("long", args.long_side)
-    ransac = RansacConfig(args.ransac_th, args.ransac_conf, args.ransac_iters)
-    methods = runner.methods_from_args(args)
-    cache = runner.cache_from_args(args, NAME)
-    try:
-        metrics, errors = relpose.evaluate(methods, pairs, resize, cache, ransac)
-    finally:
-        cache.close()
-    config = {
-        "resize": resize.describe(),
-        "ransac": relpose.ransac_config(ransac),
-        "grey": True,
+    extra = {
         "index": str(args.index),
         "intrinsics": "scene-info K shifted by -0.5 px (COLMAP -> pixel-centre-at-0), scaled to the resized image",
     }
-    data = {
-        "pairs_listed": len(listed),
-        "pairs_evaluated": len(pairs),
-        "pairs_skipped_missing_images": skipped,
-        "sample": len(pairs) < 1500,
-    }
-    result = runner.make_result(NAME, args.root, config, methods, metrics, data)
-    return runner.Outcome(result, {"errors": errors})
+    return relpose.run_pose_benchmark(NAME, args, args.root, listed, pairs, skipped, resize, extra)
 
 
 def plot(outcome: runner.Outcome, path: Path) -> None:

@@ -109,3 +109,27 @@ def add_ransac_args(parser) -> None:
     parser.add_argument("--ransac-th", type=float, default=default.threshold_px, help="RANSAC threshold in pixels")
     parser.add_argument("--ransac-conf", type=float, default=default.confidence, help="RANSAC confidence")
     parser.add_argument("--ransac-iters", type=int, default=default.max_iters, help="RANSAC iteration cap")
+
+
+def run_pose_benchmark(
+    name: str, args, dataset, listed: list[PosePair], pairs: list[PosePair], skipped: int, resize, extra_config: dict
+):
+    """Evaluate every method on the available ``pairs`` and assemble the result (ScanNet/MegaDepth)."""
+    from . import runner  # runner imports the benchmark modules' helpers; import it late
+
+    ransac = RansacConfig(args.ransac_th, args.ransac_conf, args.ransac_iters)
+    methods = runner.methods_from_args(args)
+    cache = runner.cache_from_args(args, name)
+    try:
+        metrics, errors = evaluate(methods, pairs, resize, cache, ransac)
+    finally:
+        cache.close()
+    config = {"resize": resize.describe(), "ransac": ransac_config(ransac), "grey": True, **extra_config}
+    data = {
+        "pairs_listed": len(listed),
+        "pairs_evaluated": len(pairs),
+        "pairs_skipped_missing_images": skipped,
+        "sample": len(pairs) < 1500,
+    }
+    result = runner.make_result(name, dataset, config, methods, metrics, data)
+    return runner.Outcome(result, {"errors": errors})

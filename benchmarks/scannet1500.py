@@ -20,7 +20,6 @@ from models.errors import BadInputError, MissingFileError
 
 from . import relpose, runner
 from .images import Resize
-from .metrics.pose import RansacConfig
 from .plots import plot_cumulative
 
 NAME = "scannet1500"
@@ -69,22 +68,7 @@ def run(args: argparse.Namespace) -> runner.Outcome:
     if not pairs:
         raise MissingFileError(f"none of the {len(listed)} pairs of {args.root / 'test.npz'} has its images ({LAYOUT})")
     resize = Resize("exact", width=IMAGE_SIZE[0], height=IMAGE_SIZE[1])
-    ransac = RansacConfig(args.ransac_th, args.ransac_conf, args.ransac_iters)
-    methods = runner.methods_from_args(args)
-    cache = runner.cache_from_args(args, NAME)
-    try:
-        metrics, errors = relpose.evaluate(methods, pairs, resize, cache, ransac)
-    finally:
-        cache.close()
-    config = {"resize": resize.describe(), "ransac": relpose.ransac_config(ransac), "grey": True}
-    data = {
-        "pairs_listed": len(listed),
-        "pairs_evaluated": len(pairs),
-        "pairs_skipped_missing_images": skipped,
-        "sample": len(pairs) < 1500,
-    }
-    result = runner.make_result(NAME, args.root, config, methods, metrics, data)
-    return runner.Outcome(result, {"errors": errors})
+    return relpose.run_pose_benchmark(NAME, args, args.root, listed, pairs, skipped, resize, {})
 
 
 def plot(outcome: runner.Outcome, path: Path) -> None:
