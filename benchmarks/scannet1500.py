@@ -2,8 +2,8 @@
 
 Data (``--root``, default ``../shared/data/scannet1500``), the layout of LoFTR's ScanNet-1500 test set:
 ``test.npz`` (``name [1500, 4]`` = scene, sub-scene, frame0, frame1; ``rel_pose [1500, 12]`` = top
-3x4 of ``T_0to1`` row-major), ``intrinsics.npz`` (key ``sceneXXXX_XX`` -> 3x3 for 640x480 images) and
-``sceneXXXX_XX/color/<frame>.jpg``. Images are resized to 640x480 (the raw 1296x968 colour frames
+3x4 of ``T_0to1`` row-major), ``intrinsics.npz`` (key ``scene<NNNN_NN>`` -> 3x3 for 640x480 images) and
+``scene<NNNN_NN>/color/<frame>.jpg``. Images are resized to 640x480 (the raw 1296x968 colour frames
 too), where the intrinsics hold. Pairs whose images are missing are skipped and counted.
 Metrics: AUC@5/10/20 deg (percent), pairs, mean matches, mean RANSAC inliers.
 """
@@ -24,7 +24,7 @@ from .plots import plot_cumulative
 
 NAME = "scannet1500"
 IMAGE_SIZE = (640, 480)  # (width, height) the official intrinsics refer to
-LAYOUT = "expected LoFTR's ScanNet-1500 layout: test.npz, intrinsics.npz, sceneXXXX_XX/color/<frame>.jpg"
+LAYOUT = "expected LoFTR's ScanNet-1500 layout: test.npz, intrinsics.npz, scene<NNNN_NN>/color/<frame>.jpg"
 
 
 def _load_npz(path: Path) -> dict:
