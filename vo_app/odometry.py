@@ -69,6 +69,7 @@ class Odometry:
         "min_correspondences": 20,  # fewer -> tracking lost, re-initialise
         "min_inliers": 15,  # essential-matrix inliers needed to accept a pose
         "ransac_threshold": 0.5,  # px, essential-matrix RANSAC threshold (0.5 beat 1.0 on kitti_mini 00/06)
+        "ransac_method": cv2.USAC_MAGSAC,  # OpenCV robust estimator for the essential matrix
         "static_parallax": 0.5,  # px median parallax below which the camera is treated as static
         "kf_parallax": 12.0,  # px median parallax that triggers a new keyframe
         "kf_min_tracked": 0.5,  # fraction of keyframe tracks still alive below which a keyframe is taken
@@ -183,7 +184,9 @@ class Odometry:
     def _relative_pose(self, p0: np.ndarray, p1: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """``T_cur_kf`` with unit translation and the inlier mask, or None."""
         try:
-            E, mask = cv2.findEssentialMat(p0, p1, self.K, cv2.USAC_MAGSAC, 0.999, self.conf["ransac_threshold"])
+            E, mask = cv2.findEssentialMat(
+                p0, p1, self.K, self.conf["ransac_method"], 0.999, self.conf["ransac_threshold"]
+            )
         except cv2.error:  # degenerate configuration
             return None
         if E is None or mask is None or int(mask.sum()) < self.conf["min_inliers"]:
