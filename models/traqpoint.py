@@ -83,7 +83,7 @@ class TraqPoint(Extractor):
         """Features for ``images [B, C, H, W]``; see :class:`~models.base.Extractor`."""
         if images.dim() != 4 or images.shape[1] not in (1, 3):
             raise ValueError(f"images must be [B, 1|3, H, W], got {tuple(images.shape)}")
-        if images.shape[1] == 3:
+        if images.shape[1] == 3 and not getattr(self.net, "wants_rgb", False):  # the paper net was trained on RGB
             images = (images * images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
         hw = (images.shape[-2], images.shape[-1])
         out = self.net(pad_to_multiple(images.to(self.device), self.pad_multiple))
