@@ -15,11 +15,9 @@ import numpy as np
 import torch
 
 from models.errors import BadInputError
-from models.image_io import to_grey
+from models.image_io import rgb_to_grey, to_grey
 
 from .frame import Frame
-
-GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601, as cv2.COLOR_RGB2GRAY and models.traqpoint
 
 
 def stage_image(image: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -34,8 +32,7 @@ def stage_image(image: np.ndarray | torch.Tensor) -> torch.Tensor:
     if t.dtype != torch.uint8:
         t = t.float()
     if t.shape[0] == 3:
-        w = torch.tensor(GREY_WEIGHTS, device=t.device).view(3, 1, 1)
-        grey = (t.float() * w).sum(0, keepdim=True)
+        grey = rgb_to_grey(t)
         t = grey.round().clamp(0, 255).to(torch.uint8) if t.dtype == torch.uint8 else grey
     return t
 

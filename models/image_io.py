@@ -44,6 +44,15 @@ def to_grey(image: np.ndarray) -> np.ndarray:
     return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
 
 
+GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601, as cv2.COLOR_RGB2GRAY
+
+
+def rgb_to_grey(images: torch.Tensor) -> torch.Tensor:
+    """``[..., 3, H, W]`` RGB tensor -> ``[..., 1, H, W]`` float grey (same weights as OpenCV)."""
+    w = torch.tensor(GREY_WEIGHTS, device=images.device, dtype=torch.float32).view(3, 1, 1)
+    return (images.float() * w).sum(-3, keepdim=True)
+
+
 def to_tensor(images: np.ndarray | list[np.ndarray], device: torch.device | str = "cpu") -> torch.Tensor:
     """Stack same-size grey images into ``[B, 1, H, W]`` float32 in ``[0, 1]`` on ``device``."""
     if isinstance(images, np.ndarray):

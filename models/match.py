@@ -16,16 +16,15 @@ import numpy as np
 
 from .errors import TraqPointError
 from .factory import METHODS, build
+from .geometry import verify_fundamental
 from .image_io import read_image
 from .matchers import match_pair
 
 
 def verify(p0: np.ndarray, p1: np.ndarray, threshold: float = 1.0) -> np.ndarray:
     """Inlier mask of a fundamental-matrix fit (all False when fewer than 8 matches)."""
-    if len(p0) < 8:
-        return np.zeros(len(p0), bool)
-    _, mask = cv2.findFundamentalMat(p0, p1, cv2.USAC_MAGSAC, threshold, 0.999, 10000)
-    return np.zeros(len(p0), bool) if mask is None else mask.ravel().astype(bool)
+    mask, verified = verify_fundamental(p0, p1, threshold, 0.999, 10000)
+    return mask if verified else np.zeros(len(p0), bool)
 
 
 def draw_matches(img0: np.ndarray, img1: np.ndarray, p0: np.ndarray, p1: np.ndarray, inliers: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ import torch
 
 from .base import Extractor
 from .conventions import Features, empty_features
+from .image_io import rgb_to_grey
 
 
 def _unpack_binary(desc: np.ndarray) -> np.ndarray:
@@ -41,7 +42,7 @@ class OpenCVExtractor(Extractor):
         """Features for ``images [B, C, H, W]`` in ``[0, 1]``."""
         k = self.num_keypoints if num_keypoints is None else num_keypoints
         if images.shape[1] == 3:
-            images = (images * images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+            images = rgb_to_grey(images)
         arr = (images[:, 0].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
         return [self.extract_grey(a, k) for a in arr]
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from .base import Extractor
 from .conventions import Features
+from .image_io import rgb_to_grey
 from .keypoints import minmax_normalise, refine_subpixel, select_keypoints
 from .sampling import sample_descriptors
 
@@ -84,7 +85,7 @@ class TraqPoint(Extractor):
         if images.dim() != 4 or images.shape[1] not in (1, 3):
             raise ValueError(f"images must be [B, 1|3, H, W], got {tuple(images.shape)}")
         if images.shape[1] == 3 and not getattr(self.net, "wants_rgb", False):  # the paper net was trained on RGB
-            images = (images * images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+            images = rgb_to_grey(images)
         hw = (images.shape[-2], images.shape[-1])
         out = self.net(pad_to_multiple(images.to(self.device), self.pad_multiple))
         scores = self.score_map(out, hw)
