@@ -53,6 +53,38 @@ def cleanup_distributed() -> None:
         dist.destroy_process_group()
 
 
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a DistributedDataParallel wrapper (or the model itself)."""
+    return model.module if hasattr(model, "module") else model
+
+
+def start_optimisation(args, model: torch.nn.Module, out: Path):
+    """AdamW over the trainable parameters with step decay, the run length in steps, and the step
+    to start from (``--resume`` continues from ``OUT/last.pt`` when it exists)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.lr_step, gamma=args.gamma_steplr)
+    total = args.epochs * args.steps_per_epoch
+    if args.max_steps:
+        total = min(total, args.max_steps)
+    last = out / "last.pt"
+    step = resume(last, model, optimizer, scheduler) if args.resume and last.exists() else 0
+    return optimizer, scheduler, total, step
+
+
+def step_generator(seed: int, step: int, world: int, rank: int) -> torch.Generator:
+    """A generator seeded by (seed, step, rank): sampling inside a step is exact on resume."""
+    return torch.Generator().manual_seed(seed * 1000003 + step * world + rank)
+
+
+def optimise(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scheduler) -> None:
+    """One optimiser and scheduler step on ``loss``."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+
+
 def save_checkpoint(
     path: Path,
     model: torch.nn.Module,
@@ -62,9 +94,8 @@ def save_checkpoint(
     extra: dict | None = None,
 ) -> None:
     """Atomically write model + optimiser + scheduler + step (resumable)."""
-    net = model.module if hasattr(model, "module") else model
     state = {
-        "model": net.state_dict(),
+        "model": unwrap(model).state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler else None,
         "step": step,
@@ -79,8 +110,7 @@ def save_checkpoint(
 def resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> int:
     """Restore a checkpoint written by :func:`save_checkpoint`; returns the step to continue from."""
     state = torch.load(path, map_location="cpu", weights_only=False)
-    net = model.module if hasattr(model, "module") else model
-    net.load_state_dict(state["model"])
+    unwrap(model).load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if scheduler and state.get("scheduler"):
         scheduler.load_state_dict(state["scheduler"])

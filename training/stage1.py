@@ -31,10 +31,13 @@ from training.runtime import (
     NonFiniteLoss,
     check_finite,
     cleanup_distributed,
-    resume,
+    optimise,
     save_checkpoint,
     seed_everything,
     setup_distributed,
+    start_optimisation,
+    step_generator,
+    unwrap,
 )
 
 log = logging.getLogger("training.stage1")
@@ -106,13 +109,7 @@ def train(args: argparse.Namespace) -> Path:
         out.mkdir(parents=True, exist_ok=True)
     net = build_net(args.model, args.backbone_weights).to(device)
     model = Describe(net).to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.lr_step, gamma=args.gamma_steplr)
-    total = args.epochs * args.steps_per_epoch
-    if args.max_steps:
-        total = min(total, args.max_steps)
-    step = resume(out / "last.pt", model, optimizer, scheduler) if args.resume and (out / "last.pt").exists() else 0
+    optimizer, scheduler, total, step = start_optimisation(args, model, out)
     if world > 1:
         model = DistributedDataParallel(model)
     dataset = make_dataset(args, 2, total * args.batch_size * world)
@@ -124,14 +121,10 @@ def train(args: argparse.Namespace) -> Path:
     for batch in loader:
         if step >= total:
             break
-        # per-step generator: point subsampling does not depend on the global RNG (exact resume)
-        generator = torch.Generator().manual_seed(args.seed * 1000003 + step * world + rank)
+        generator = step_generator(args.seed, step, world, rank)  # point subsampling: exact on resume
         terms = batch_loss(model, batch, args, device, generator)
         check_finite(terms["total"], step + 1, out)
-        optimizer.zero_grad(set_to_none=True)
-        terms["total"].backward()
-        optimizer.step()
-        scheduler.step()
+        optimise(terms["total"], optimizer, scheduler)
         step += 1
         bar.update(1)
         if rank == 0 and (step % args.log_every == 0 or step == total):
@@ -148,7 +141,7 @@ def train(args: argparse.Namespace) -> Path:
             save_checkpoint(out / "last.pt", model, optimizer, scheduler, step, {"args": vars(args)})
     bar.close()
     if rank == 0:
-        torch.save((model.module if world > 1 else model).net.state_dict(), out / "stage1.pt")
+        torch.save(unwrap(model).net.state_dict(), out / "stage1.pt")
     cleanup_distributed()
     return out / "stage1.pt"
 

@@ -32,10 +32,13 @@ from training.runtime import (
     NonFiniteLoss,
     check_finite,
     cleanup_distributed,
-    resume,
+    optimise,
     save_checkpoint,
     seed_everything,
     setup_distributed,
+    start_optimisation,
+    step_generator,
+    unwrap,
 )
 from training.stage1 import make_dataset, make_loader
 from training.warping import warp_item
@@ -106,18 +109,11 @@ def train(args: argparse.Namespace) -> Path:
         net, load_checkpoint(args.weights, "stage-1 weights from `python -m training.stage1`"), args.weights
     )
     model = Policy(net).to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.lr_step, gamma=args.gamma_steplr)
-    total = args.epochs * args.steps_per_epoch
-    if args.max_steps:
-        total = min(total, args.max_steps)
-    step = resume(out / "last.pt", model, optimizer, scheduler) if args.resume and (out / "last.pt").exists() else 0
+    optimizer, scheduler, total, step = start_optimisation(args, model, out)
     if world > 1:
         model = DistributedDataParallel(model)
     dataset = make_dataset(args, args.seq_len, total * args.batch_size * world)
     loader = make_loader(dataset, args, rank, world, step)
-    generator = torch.Generator().manual_seed(args.seed * 1000 + rank)
     logger = CSVLog(out / "log_stage2.csv", enabled=rank == 0)
     bar = tqdm(total=total, initial=step, disable=rank != 0, desc="stage2", dynamic_ncols=True)
     model.train()
@@ -127,7 +123,7 @@ def train(args: argparse.Namespace) -> Path:
     for batch in loader:
         if step >= total:
             break
-        generator.manual_seed(args.seed * 1000003 + step * world + rank)  # resumable sampling
+        generator = step_generator(args.seed, step, world, rank)  # resumable sampling
         out_maps = model(batch["images"].flatten(0, 1).to(device))
         terms = sequence_terms({k: v.cpu() for k, v in out_maps.items()}, batch, args, generator)
         r = terms["reward"]
@@ -142,10 +138,7 @@ def train(args: argparse.Namespace) -> Path:
             b_now = baseline
         loss = policy_loss(terms, b_now, args)
         check_finite(loss, step + 1, out)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
+        optimise(loss, optimizer, scheduler)
         baseline = batch_mean if baseline is None else 0.9 * baseline + 0.1 * batch_mean
         step += 1
         bar.update(1)
@@ -174,7 +167,7 @@ def train(args: argparse.Namespace) -> Path:
             )
     bar.close()
     if rank == 0:
-        torch.save((model.module if world > 1 else model).net.state_dict(), out / "stage2.pt")
+        torch.save(unwrap(model).net.state_dict(), out / "stage2.pt")
     cleanup_distributed()
     return out / "stage2.pt"
 
