@@ -18,6 +18,7 @@ from .cache import FeatureCache
 from .images import Resize, scale_matrix
 from .methods import Method
 from .metrics.pose import AUC_THRESHOLDS, RansacConfig, pair_pose_error, pose_auc
+from .plots import plot_cumulative
 
 KEYS = ("auc5", "auc10", "auc20", "pairs", "matches_mean", "inliers_mean")
 
@@ -133,3 +134,12 @@ def run_pose_benchmark(
     }
     result = runner.make_result(name, dataset, config, methods, metrics, data)
     return runner.Outcome(result, {"errors": errors})
+
+
+def error_plot(name: str):
+    """The figure of a pose benchmark: the cumulative distribution of pose errors up to 20 deg."""
+
+    def plot(outcome, path: Path) -> None:
+        plot_cumulative(outcome.plot_data["errors"], path, 20.0, "pose error (deg)", f"{name}: cumulative pose error")
+
+    return plot

@@ -20,7 +20,6 @@ from models.errors import BadInputError, MissingFileError
 
 from . import relpose, runner
 from .images import Resize
-from .plots import plot_cumulative
 
 NAME = "scannet1500"
 IMAGE_SIZE = (640, 480)  # (width, height) the official intrinsics refer to
@@ -71,11 +70,7 @@ def run(args: argparse.Namespace) -> runner.Outcome:
     return relpose.run_pose_benchmark(NAME, args, args.root, listed, pairs, skipped, resize, {})
 
 
-def plot(outcome: runner.Outcome, path: Path) -> None:
-    plot_cumulative(outcome.plot_data["errors"], path, 20.0, "pose error (deg)", f"{NAME}: cumulative pose error")
-
-
-SPEC = runner.BenchmarkSpec(NAME, __doc__.splitlines()[0], relpose.KEYS, run, add_args, plot)
+SPEC = runner.BenchmarkSpec(NAME, __doc__.splitlines()[0], relpose.KEYS, run, add_args, relpose.error_plot(NAME))
 
 
 def main(argv: list[str] | None = None) -> int:
