@@ -138,7 +138,7 @@ class Odometry:
         is_kf = parallax > self.conf["kf_parallax"] or alive < self.conf["kf_min_tracked"]
         step = OdometryStep(pose, "ok", is_kf, len(common), int(inl.sum()), parallax)
         if is_kf:
-            step.points3d = self._triangulate_world(T_cur_kf, p0[inl], p1[inl], common[inl], pose)
+            step.points3d = self._triangulate_world(T_cur_kf, p0[inl], p1[inl])
             depth_ids, depth = self._next_depth
             self._new_keyframe(index, pose, keypoints, track_ids, gt_pose, stereo_depth)
             self.kf.depth_ids, self.kf.depth = depth_ids, depth
@@ -229,9 +229,8 @@ class Odometry:
             ok = np.isfinite(ref) & np.isfinite(z) & (z > 0) & (ref > 0)
             if ok.sum() >= 5:
                 s = float(np.median(ref[ok] / z[ok]))
-        if s is None and self.scale_mode == "mono" and len(self.kf.depth) == 0:
-            s = self.last_scale  # the first pair fixes the (arbitrary) global scale
-        # depths of the inliers in the *current* camera at this scale, for the next keyframe pair
+        # without a reference (e.g. the first mono pair) the last scale is kept: the caller falls back to it.
+        # Depths of the inliers in the *current* camera at that scale, for the next keyframe pair:
         scale = s if s is not None else self.last_scale
         Xc = (X * scale) @ T_cur_kf[:3, :3].T + T_cur_kf[:3, 3] * scale
         ok = np.isfinite(Xc[:, 2])
@@ -239,11 +238,8 @@ class Odometry:
         self._next_depth = (ids[ok][order], Xc[ok, 2][order])
         return s
 
-    def _triangulate_world(self, T_cur_kf_scaled, p0, p1, ids, pose) -> np.ndarray:
+    def _triangulate_world(self, T_cur_kf_scaled, p0, p1) -> np.ndarray:
         """World points of the inliers at a new keyframe (for the viewer and the PLY export)."""
         X = self._triangulate(T_cur_kf_scaled, p0, p1)
         X = X[np.isfinite(X).all(1)]
-        if len(X) == 0:
-            return X
-        Xw = X @ self.kf.pose[:3, :3].T + self.kf.pose[:3, 3]
-        return Xw
+        return X @ self.kf.pose[:3, :3].T + self.kf.pose[:3, 3]
