@@ -24,6 +24,7 @@ import torch.nn as nn
 from models.base import Extractor
 from models.errors import BadInputError
 from models.opencv_features import OpenCVExtractor
+from models.precision import autocast_context
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +79,10 @@ def _torchscript(net: nn.Module, example: torch.Tensor) -> BackendNet:
     return BackendNet(net, traced, "torchscript", traced)
 
 
-def _compile(net: nn.Module, example: torch.Tensor) -> BackendNet:
+def _compile(net: nn.Module, example: torch.Tensor, precision: str = "fp32") -> BackendNet:
     compiled = torch.compile(TupleNet(net).eval(), dynamic=False)
-    with torch.inference_mode():
-        compiled(example)  # compile now, not inside the first timed frame
+    with torch.inference_mode(), autocast_context(example.device, precision):
+        compiled(example)  # compile now (under the extractor's autocast), not inside the first timed frame
     return BackendNet(net, compiled, "compile", None)
 
 
@@ -135,14 +136,10 @@ def onnx_available() -> bool:
 
 
 def resolve_backend(extractor: Extractor, backend: Backend) -> str:
-    """``auto`` -> ``onnx`` for a TraqPoint network on the CPU when ONNX Runtime is installed (the
-    measured winner, see ``frontend/README.md``), else ``eager``; any other name passes through."""
-    if backend != "auto":
-        return backend
-    from models.traqpoint import TraqPoint
-
-    on_cpu = torch.device(getattr(extractor, "device", "cpu")).type == "cpu"
-    return "onnx" if on_cpu and isinstance(extractor, TraqPoint) and onnx_available() else "eager"
+    """``auto`` -> ``eager``, the measured winner on the CPU since TraqPoint networks are built
+    BatchNorm-folded and channels-last (with bf16 where native; see ``frontend/README.md``) and on
+    CUDA, where nothing else was measured; any other name passes through."""
+    return "eager" if backend == "auto" else backend
 
 
 def accelerate(
@@ -173,9 +170,13 @@ def accelerate(
     if backend == "onnx" and device.type != "cpu":
         raise BadInputError("the onnx backend runs on the CPU only; use torchscript or compile on CUDA")
     example = torch.rand(1, 1, *example_hw, device=device)
-    build = {"torchscript": _torchscript, "compile": _compile}.get(backend)
     try:
-        wrapped = build(net.eval(), example) if build else _onnx(net.eval(), example, cache_dir)
+        if backend == "compile":
+            wrapped = _compile(net.eval(), example, getattr(extractor, "precision", "fp32"))
+        elif backend == "torchscript":
+            wrapped = _torchscript(net.eval(), example)
+        else:
+            wrapped = _onnx(net.eval(), example, cache_dir)
     except Exception as err:
         if requested != "auto":
             raise

@@ -19,6 +19,7 @@ METHODS = ("traqpoint-lite", "traqpoint", "orb", "sift", "alike-t", "alike-n")
 
 
 def _lite(weights: str | Path | None, device: str, **kw) -> Extractor:
+    from .fusion import prepare_for_inference
     from .lite import LiteNet
     from .traqpoint import TraqPoint
 
@@ -31,7 +32,8 @@ def _lite(weights: str | Path | None, device: str, **kw) -> Extractor:
         state = load_checkpoint(path, hint)
         net = LiteNet(**LiteNet.conf_from_state(state))
         load_into(net, state, str(path))
-    return TraqPoint(net, name="traqpoint-lite", device=device, **kw)
+    kw.setdefault("precision", "auto")  # bf16 backbone where the CPU runs it natively; policy stays fp32
+    return TraqPoint(prepare_for_inference(net), name="traqpoint-lite", device=device, **kw)
 
 
 def _paper(weights: str | Path | None, device: str, **kw) -> Extractor:

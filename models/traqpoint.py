@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from .base import Extractor
 from .conventions import Features
 from .image_io import rgb_to_grey
-from .keypoints import minmax_normalise, refine_subpixel, select_keypoints
+from .keypoints import minmax_range, refine_subpixel, select_keypoints
+from .precision import Precision, autocast_context, resolve_precision
 from .sampling import sample_descriptors
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class TraqPoint(Extractor):
         detector: ``"policy"`` (stage-2 logits) or ``"matchability"`` (stage-1 map, upsampled),
             the latter used to measure what stage 2 adds.
         subpixel: refine keypoints by a local soft-argmax of the score map.
+        precision: network autocast, ``fp32``/``bf16``/``fp16`` or ``auto`` (see :mod:`models.precision`).
     """
 
     default_matcher = "dual_softmax"
@@ -60,6 +62,7 @@ class TraqPoint(Extractor):
         detector: DetectorSource = "policy",
         subpixel: bool = True,
         device: torch.device | str = "cpu",
+        precision: Precision = "fp32",
     ) -> None:
         super().__init__(num_keypoints)
         self.device = torch.device(device)
@@ -71,13 +74,22 @@ class TraqPoint(Extractor):
         self.subpixel = subpixel
         self.descriptor_dim = int(getattr(net, "descriptor_dim", None) or net.conf["descriptor_dim"])
         self.pad_multiple = int(getattr(net, "pad_multiple", 32))
+        self.precision = resolve_precision(precision, self.device)
 
     def score_map(self, out: dict[str, torch.Tensor], hw: tuple[int, int]) -> torch.Tensor:
-        """Normalised detection scores ``[B, 1, H, W]`` from the network output."""
+        """Raw detection scores ``[B, 1, H, W]`` (policy logits or upsampled matchability).
+
+        Min-max normalisation (the paper's) is monotonic per image, so NMS and top-k run on the
+        raw map and only the kept scores are normalised (saves two full-map passes per frame).
+        """
         if self.detector == "matchability":
             m = F.interpolate(out["matchability"], scale_factor=self.net.stride, mode="bilinear", align_corners=False)
-            return minmax_normalise(m[..., : hw[0], : hw[1]])
-        return minmax_normalise(out["logits"][..., : hw[0], : hw[1]].float())
+            return m[..., : hw[0], : hw[1]].float()
+        return out["logits"][..., : hw[0], : hw[1]].float()
+
+    def _net(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        with autocast_context(self.device, self.precision):
+            return self.net(pad_to_multiple(images.to(self.device), self.pad_multiple))
 
     @torch.inference_mode()
     def extract(self, images: torch.Tensor, num_keypoints: int | None = None) -> list[Features]:
@@ -87,15 +99,18 @@ class TraqPoint(Extractor):
         if images.shape[1] == 3 and not getattr(self.net, "wants_rgb", False):  # the paper net was trained on RGB
             images = rgb_to_grey(images)
         hw = (images.shape[-2], images.shape[-1])
-        out = self.net(pad_to_multiple(images.to(self.device), self.pad_multiple))
-        scores = self.score_map(out, hw)
+        out = self._net(images)
+        raw = self.score_map(out, hw)
+        lo, span = minmax_range(raw)
         k = self.num_keypoints if num_keypoints is None else num_keypoints
-        kpts, vals = select_keypoints(scores, k, self.nms_radius, self.threshold)
+        kpts, vals = select_keypoints(raw, k, self.nms_radius, lo + self.threshold * span)
+        dense = out["descriptors"].float()
+        padded_hw = (dense.shape[-2] * self.net.stride, dense.shape[-1] * self.net.stride)
         feats = []
-        padded_hw = (out["descriptors"].shape[-2] * self.net.stride, out["descriptors"].shape[-1] * self.net.stride)
-        for i, (kp, sc) in enumerate(zip(kpts, vals)):
-            if self.subpixel:
-                kp = refine_subpixel(scores[i], kp)
-            desc = sample_descriptors(out["descriptors"][i : i + 1].float(), kp[None], padded_hw)[0]
-            feats.append(Features(keypoints=kp.float(), scores=sc.float(), descriptors=desc))
+        for i, (kp, sc) in enumerate(zip(kpts, vals)):  # a loop over images, not keypoints
+            if self.subpixel:  # the soft-argmax is invariant to the normalisation: raw map is fine
+                kp = refine_subpixel(raw[i], kp)
+            desc = sample_descriptors(dense[i : i + 1], kp[None], padded_hw)[0]
+            score = (sc - lo[i]) / span[i]
+            feats.append(Features(keypoints=kp.float(), scores=score.float(), descriptors=desc))
         return feats

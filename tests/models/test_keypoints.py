@@ -34,3 +34,20 @@ def test_subpixel_moves_towards_mass():
     out = refine_subpixel(s, torch.tensor([[4.0, 4.0]]))
     assert 4.2 < out[0, 0] < 4.8 and abs(out[0, 1] - 4.0) < 1e-5
     assert refine_subpixel(s, torch.zeros(0, 2)).shape == (0, 2)
+
+
+def test_window_max_equals_max_pool_and_select_equals_brute_force():
+    from models.keypoints import window_max
+
+    g = torch.Generator().manual_seed(0)
+    s = torch.rand(2, 1, 37, 53, generator=g).round(decimals=2)  # ties included
+    for r in (1, 2, 3):
+        ref = torch.nn.functional.max_pool2d(s, 2 * r + 1, stride=1, padding=r)
+        assert torch.equal(window_max(s, r), ref)
+    kp, sc = select_keypoints(s, num_keypoints=20, radius=2, threshold=torch.tensor([0.5, 0.9]), border=3)
+    for i in range(2):
+        m = (s[i, 0] == torch.nn.functional.max_pool2d(s[i], 5, stride=1, padding=2)[0]) & (s[i, 0] > [0.5, 0.9][i])
+        m[:3], m[-3:], m[:, :3], m[:, -3:] = False, False, False, False
+        assert torch.equal(sc[i], s[i, 0][m].sort(descending=True).values[: len(sc[i])])
+        assert len(sc[i]) == min(20, int(m.sum()))
+        assert torch.equal(s[i, 0, kp[i][:, 1].long(), kp[i][:, 0].long()], sc[i])

@@ -60,3 +60,17 @@ def test_bad_shapes_raise():
         match_pair(torch.zeros(3, 8), torch.zeros(3, 4))
     with pytest.raises(ValueError, match="unknown matcher"):
         match_pair(torch.zeros(3, 8), torch.zeros(3, 8), "nope")
+
+
+def test_dual_softmax_batched_equals_full_matrix():
+    from models.matchers import _mutual, dual_softmax_matrix
+
+    g = torch.Generator().manual_seed(3)
+    d0 = torch.nn.functional.normalize(torch.randn(3, 50, 16, generator=g), dim=-1)
+    d1 = torch.nn.functional.normalize(
+        d0[:, torch.randperm(50, generator=g)[:40]] + 0.2 * torch.randn(3, 40, 16, generator=g), dim=-1
+    )
+    m, s = dual_softmax(d0, d1, threshold=0.05)
+    m_ref, s_ref = _mutual(dual_softmax_matrix(d0, d1), 0.05)
+    assert torch.equal(m, m_ref) and (m >= 0).sum() > 60
+    assert torch.allclose(s, s_ref, atol=1e-6)
