@@ -26,7 +26,7 @@ from models.matchers import match_pair
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1  # bump when the exported feature format or extraction protocol changes
+CACHE_VERSION = 2  # bump when the exported feature format or extraction protocol changes
 
 
 def parse_method_names(text: str | None) -> list[str]:
@@ -97,7 +97,7 @@ class Method:
         settings = {
             k: (str(v) if isinstance(v, torch.device) else v)
             for k, v in sorted(vars(ext).items())
-            if not k.startswith("_") and isinstance(v, int | float | str | bool | torch.device)
+            if not k.startswith("_") and isinstance(v, int | float | str | bool | tuple | torch.device)
         }
         ident = {"v": CACHE_VERSION, "name": self.name, "class": f"{type(ext).__module__}.{type(ext).__qualname__}"}
         h.update(json.dumps({**ident, **settings, "cv2": cv2.__version__}, sort_keys=True).encode())

@@ -15,10 +15,11 @@ log = logging.getLogger(__name__)
 
 SHARED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights"
 LITE_WEIGHTS = PACKAGE_WEIGHTS / "traqpoint_lite.pt"
-METHODS = ("traqpoint-lite", "traqpoint", "orb", "sift", "alike-t", "alike-n")
+METHODS = ("traqpoint-lite", "traqpoint-lite-ms", "traqpoint", "orb", "sift", "alike-t", "alike-n")
+PYRAMID = (1.0, 0.71, 0.5, 0.35)  # traqpoint-lite-ms: half-octave steps down to ~1/3 (zoom up to ~3x)
 
 
-def _lite(weights: str | Path | None, device: str, **kw) -> Extractor:
+def _lite(weights: str | Path | None, device: str, name: str = "traqpoint-lite", **kw) -> Extractor:
     from .fusion import prepare_for_inference
     from .lite import LiteNet
     from .traqpoint import TraqPoint
@@ -33,7 +34,13 @@ def _lite(weights: str | Path | None, device: str, **kw) -> Extractor:
         net = LiteNet(**LiteNet.conf_from_state(state))
         load_into(net, state, str(path))
     kw.setdefault("precision", "auto")  # bf16 backbone where the CPU runs it natively; policy stays fp32
-    return TraqPoint(prepare_for_inference(net), name="traqpoint-lite", device=device, **kw)
+    return TraqPoint(prepare_for_inference(net), name=name, device=device, **kw)
+
+
+def _lite_pyramid(weights: str | Path | None, device: str, **kw) -> Extractor:
+    """The same network detecting on an image pyramid, for wide-baseline pairs with scale change."""
+    kw.setdefault("scales", PYRAMID)
+    return _lite(weights, device, name="traqpoint-lite-ms", **kw)
 
 
 def _paper(weights: str | Path | None, device: str, **kw) -> Extractor:
@@ -63,6 +70,7 @@ def _opencv(cls_name: str):
 
 BUILDERS = {
     "traqpoint-lite": _lite,
+    "traqpoint-lite-ms": _lite_pyramid,
     "traqpoint": _paper,
     "orb": _opencv("ORB"),
     "sift": _opencv("SIFT"),

@@ -73,13 +73,18 @@ def select_keypoints(
         keep[..., h - border :, :] = False
         keep[..., :, :border] = False
         keep[..., :, w - border :] = False
-    masked = scores.masked_fill(~keep, float("-inf")).flatten(1)
-    k = masked.shape[1] if num_keypoints is None else min(num_keypoints, masked.shape[1])
-    top, idx = masked.topk(k, dim=1)
-    xy = torch.stack([idx % w, idx // w], dim=-1).to(scores.dtype)
-    valid = top > float("-inf")
-    kpts = [xy[i][valid[i]] for i in range(b)]
-    vals = [top[i][valid[i]] for i in range(b)]
+    flat, keep = scores.reshape(b, -1), keep.reshape(b, -1)
+    kpts, vals = [], []
+    for i in range(b):  # a loop over images: top-k among the NMS peaks only (~1 % of the pixels)
+        idx = keep[i].nonzero()[:, 0]
+        val = flat[i, idx]
+        if num_keypoints is not None and num_keypoints < len(idx):
+            val, order = val.topk(num_keypoints)
+        else:
+            val, order = val.sort(descending=True)
+        idx = idx[order]
+        kpts.append(torch.stack([idx % w, idx // w], dim=-1).to(scores.dtype))
+        vals.append(val)
     return kpts, vals
 
 

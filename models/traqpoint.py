@@ -7,6 +7,7 @@ padding to the network stride, policy-logit normalisation, NMS/top-k and descrip
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -47,6 +48,9 @@ class TraqPoint(Extractor):
             the latter used to measure what stage 2 adds.
         subpixel: refine keypoints by a local soft-argmax of the score map.
         precision: network autocast, ``fp32``/``bf16``/``fp16`` or ``auto`` (see :mod:`models.precision`).
+        scales: image scales to detect at (e.g. ``(1, 0.71, 0.5, 0.35)``); keypoints of every scale,
+            in full-image pixels, compete for the ``num_keypoints`` budget by normalised score. One
+            scale (the default) for tracking; a pyramid for wide-baseline pairs with zoom.
     """
 
     default_matcher = "dual_softmax"
@@ -63,6 +67,7 @@ class TraqPoint(Extractor):
         subpixel: bool = True,
         device: torch.device | str = "cpu",
         precision: Precision = "fp32",
+        scales: Sequence[float] = (1.0,),
     ) -> None:
         super().__init__(num_keypoints)
         self.device = torch.device(device)
@@ -75,6 +80,9 @@ class TraqPoint(Extractor):
         self.descriptor_dim = int(getattr(net, "descriptor_dim", None) or net.conf["descriptor_dim"])
         self.pad_multiple = int(getattr(net, "pad_multiple", 32))
         self.precision = resolve_precision(precision, self.device)
+        self.scales = tuple(float(x) for x in scales)
+        if not self.scales or any(not 0.05 <= x <= 4.0 for x in self.scales):
+            raise ValueError(f"scales must be a non-empty list of factors in [0.05, 4], got {scales!r}")
 
     def score_map(self, out: dict[str, torch.Tensor], hw: tuple[int, int]) -> torch.Tensor:
         """Raw detection scores ``[B, 1, H, W]`` (policy logits or upsampled matchability).
@@ -98,11 +106,18 @@ class TraqPoint(Extractor):
             raise ValueError(f"images must be [B, 1|3, H, W], got {tuple(images.shape)}")
         if images.shape[1] == 3 and not getattr(self.net, "wants_rgb", False):  # the paper net was trained on RGB
             images = rgb_to_grey(images)
+        k = self.num_keypoints if num_keypoints is None else num_keypoints
+        if self.scales == (1.0,):
+            return self._extract_scale(images, k, 1.0)
+        levels = [self._extract_scale(resize_scale(images, s), k, s) for s in self.scales]
+        return [merge_scales([lv[i] for lv in levels], k) for i in range(images.shape[0])]
+
+    def _extract_scale(self, images: torch.Tensor, k: int | None, scale: float) -> list[Features]:
+        """Single-scale extraction; keypoints in the pixels of the image ``scale`` was taken from."""
         hw = (images.shape[-2], images.shape[-1])
         out = self._net(images)
         raw = self.score_map(out, hw)
         lo, span = minmax_range(raw)
-        k = self.num_keypoints if num_keypoints is None else num_keypoints
         kpts, vals = select_keypoints(raw, k, self.nms_radius, lo + self.threshold * span)
         dense = out["descriptors"].float()
         padded_hw = (dense.shape[-2] * self.net.stride, dense.shape[-1] * self.net.stride)
@@ -111,6 +126,28 @@ class TraqPoint(Extractor):
             if self.subpixel:  # the soft-argmax is invariant to the normalisation: raw map is fine
                 kp = refine_subpixel(raw[i], kp)
             desc = sample_descriptors(dense[i : i + 1], kp[None], padded_hw)[0]
+            if scale != 1.0:  # pixel centres are integers: x_full + 0.5 = (x_scaled + 0.5) / scale
+                kp = (kp + 0.5) / scale - 0.5
             score = (sc - lo[i]) / span[i]
             feats.append(Features(keypoints=kp.float(), scores=score.float(), descriptors=desc))
         return feats
+
+
+def resize_scale(images: torch.Tensor, scale: float) -> torch.Tensor:
+    """``images`` resized by ``scale`` (antialiased bilinear when shrinking)."""
+    if scale == 1.0:
+        return images
+    h, w = images.shape[-2:]
+    size = (max(int(round(h * scale)), 8), max(int(round(w * scale)), 8))
+    return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=scale < 1.0)
+
+
+def merge_scales(levels: list[Features], k: int | None) -> Features:
+    """One image's features from several scales -> the ``k`` best by (per-scale normalised) score."""
+    scores = torch.cat([f["scores"] for f in levels])
+    order = scores.argsort(descending=True)[:k] if k is not None else scores.argsort(descending=True)
+    return Features(
+        keypoints=torch.cat([f["keypoints"] for f in levels])[order],
+        scores=scores[order],
+        descriptors=torch.cat([f["descriptors"] for f in levels])[order],
+    )

@@ -1,0 +1,94 @@
+"""Inference rewrites (BatchNorm folding, channels-last, bf16 backbone) and multi-scale extraction."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import models
+from models.fusion import fold_batchnorm, prepare_for_inference
+from models.lite import LiteNet
+from models.precision import native_bf16_cpu, resolve_precision
+from models.traqpoint import TraqPoint, resize_scale
+
+
+def randomised_lite() -> LiteNet:
+    """A LiteNet whose BatchNorm statistics are not the identity (so folding has work to do)."""
+    torch.manual_seed(0)
+    net = LiteNet().eval()
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    return net
+
+
+def test_folded_channels_last_network_matches_original():
+    net = randomised_lite()
+    x = torch.rand(1, 1, 64, 96)
+    with torch.inference_mode():
+        ref = net(x)
+        fast = prepare_for_inference(randomised_lite())
+        got = fast(x.contiguous(memory_format=torch.channels_last))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    for key in ("descriptors", "matchability", "logits"):
+        torch.testing.assert_close(got[key], ref[key], atol=2e-4, rtol=1e-4)
+
+
+def test_fold_counts_every_conv_bn_pair():
+    net = LiteNet()
+    pairs = sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    assert fold_batchnorm(net) == pairs > 0
+
+
+def test_policy_head_stays_fp32_under_bf16_autocast():
+    net = randomised_lite()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(torch.rand(1, 1, 64, 96))
+    assert out["logits"].dtype == torch.float32
+    assert out["descriptors"].dtype == torch.bfloat16  # the backbone did run in bf16
+
+
+def test_precision_resolution():
+    assert resolve_precision("auto", "cpu") == ("bf16" if native_bf16_cpu() else "fp32")
+    assert resolve_precision("auto", "cuda") == "fp32"
+    assert resolve_precision("fp16", "cpu") == "fp16"
+    with pytest.raises(ValueError, match="unknown precision"):
+        resolve_precision("int4", "cpu")
+
+
+def test_bf16_keeps_the_fp32_keypoints_on_a_real_frame(kitti_pair):
+    image = kitti_pair[0]
+    ref = models.build("traqpoint-lite", precision="fp32").extract_numpy(image, 1024)[0]
+    got = models.build("traqpoint-lite", precision="bf16").extract_numpy(image, 1024)[0]
+    a = {tuple(p) for p in ref["keypoints"].round().long().tolist()}
+    b = {tuple(p) for p in got["keypoints"].round().long().tolist()}
+    assert len(a & b) / len(a) > 0.97  # measured 0.999 on KITTI 06 frame 12
+    cos = (ref["descriptors"][:200] * got["descriptors"][:200]).sum(-1)
+    assert cos.median() > 0.999
+
+
+def test_pyramid_levels_map_back_to_full_image_pixels():
+    torch.manual_seed(0)
+    image = torch.rand(1, 1, 96, 128)
+    ms = models.build("traqpoint-lite", weights="random", scales=(1.0, 0.5), precision="fp32")
+    single = models.build("traqpoint-lite", weights="random", precision="fp32")
+    single.net = ms.net
+    (full,) = ms.extract(image, num_keypoints=None)
+    (half,) = single.extract(resize_scale(image, 0.5), num_keypoints=None)
+    mapped = (half["keypoints"] + 0.5) / 0.5 - 0.5
+    # every half-scale keypoint appears, mapped into full-image pixels, among the merged ones
+    found = torch.cdist(mapped, full["keypoints"]).min(dim=1).values
+    assert len(half["keypoints"]) > 0 and found.max() < 0.05  # sub-pixel refinement: float noise only
+    assert torch.all(full["scores"][:-1] >= full["scores"][1:])
+    assert full["keypoints"][:, 0].max() < 128 and full["keypoints"][:, 1].max() < 96
+
+
+def test_pyramid_respects_the_budget_and_rejects_bad_scales():
+    image = torch.rand(2, 1, 64, 96)
+    ms = models.build("traqpoint-lite-ms", weights="random", num_keypoints=50)
+    feats = ms.extract(image)
+    assert len(feats) == 2 and all(len(f["keypoints"]) == 50 for f in feats)
+    assert ms.name == "traqpoint-lite-ms" and ms.scales == (1.0, 0.71, 0.5, 0.35)
+    with pytest.raises(ValueError, match="scales"):
+        TraqPoint(ms.net, scales=(1.0, 0.0))
