@@ -97,7 +97,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-frames", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--backend", default="auto", choices=BACKENDS, help="network backend (auto: ONNX Runtime on CPU)")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=BACKENDS,
+        help="network backend (auto: eager, BatchNorm-folded channels-last with bf16 where native)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: every usable core)")
     p.add_argument("--trail", type=int, default=20, help="positions per track drawn as its trail")
     p.add_argument("--fps", type=float, default=10.0, help="frame rate of the written video")

@@ -1,9 +1,9 @@
 """Measurements behind the front-end's defaults (not run by the tests).
 
 ``python -m frontend.profile backends``: the TraqPoint-lite network on the CPU at KITTI size
-(1226x370, padded to 1248x384) through every backend of :mod:`frontend.backends`, network
-alone and full extraction (network + NMS/top-k/sampling in torch), rounds interleaved so that
-other load on the machine hits every backend alike; the load average is printed with the table.
+(1226x370, padded to 1248x384) through backends of :mod:`frontend.backends` at fp32 / bf16,
+network alone and full extraction (network + NMS/top-k/sampling in torch), rounds interleaved so
+that other load on the machine hits every variant alike; the load average is printed too.
 
 ``python -m frontend.profile tracker SEQUENCE_DIR``: the tracker's per-frame cost split into
 match / verify / update, per method.
@@ -36,36 +36,38 @@ def _ms(times: list[float]) -> dict:
     return {"median_ms": 1e3 * statistics.median(times), "min_ms": 1e3 * min(times), "runs": len(times)}
 
 
-def profile_backends(backends: list[str], threads: int, rounds: int, num_keypoints: int) -> dict:
-    """Median/min milliseconds per backend for the network alone and for the whole extraction."""
+def profile_backends(variants: list[str], threads: int, rounds: int, num_keypoints: int) -> dict:
+    """Median/min milliseconds per ``backend/precision`` variant (e.g. ``eager/bf16``) for the
+    network alone (inside the extractor's autocast) and for the whole extraction."""
     torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    base = models.build("traqpoint-lite", weights="random", num_keypoints=num_keypoints)
     padded = torch.rand(1, 1, *EXAMPLE_HW)
     image = torch.rand(1, 1, *KITTI_HW)
     extractors, setup = {}, {}
-    for name in backends:
+    for spec in variants:
+        backend, _, precision = spec.partition("/")
+        torch.manual_seed(0)
         t = time.perf_counter()
         try:
-            extractors[name] = accelerate(base, name)
-        except Exception as err:  # noqa: BLE001 - a backend that fails here is reported, not fatal
-            setup[name] = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:120]}"
+            base = models.build("traqpoint-lite", num_keypoints=num_keypoints, precision=precision or "auto")
+            extractors[spec] = accelerate(base, backend)
+        except Exception as err:  # noqa: BLE001 - a variant that fails here is reported, not fatal
+            setup[spec] = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:120]}"
             continue
-        setup[name] = f"{time.perf_counter() - t:.1f} s"
+        setup[spec] = f"{time.perf_counter() - t:.1f} s"
     net_t: dict[str, list[float]] = {n: [] for n in extractors}
     ext_t: dict[str, list[float]] = {n: [] for n in extractors}
     with torch.inference_mode():
         for r in range(rounds + 2):  # two warm-up rounds
             for name, ext in extractors.items():
                 t0 = time.perf_counter()
-                ext.net(padded)
+                ext._net(padded)
                 t1 = time.perf_counter()
                 ext.extract(image)
                 t2 = time.perf_counter()
                 if r >= 2:
                     net_t[name].append(t1 - t0)
                     ext_t[name].append(t2 - t1)
-    out = {name: {"setup": setup[name]} for name in backends}
+    out = {name: {"setup": setup[name]} for name in variants}
     for name in net_t:
         out[name] |= {"net": _ms(net_t[name]), "extract": _ms(ext_t[name])}
     return out
@@ -107,7 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m frontend.profile", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="what", required=True)
     b = sub.add_parser("backends")
-    b.add_argument("--backends", nargs="+", default=[b for b in BACKENDS if b != "auto"], choices=BACKENDS)
+    b.add_argument(
+        "--variants",
+        nargs="+",
+        default=["eager/fp32", "eager/bf16", "compile/bf16", "compile/fp32", "onnx/fp32", "torchscript/fp32"],
+        help=f"BACKEND/PRECISION pairs; backends: {', '.join(BACKENDS)}; precisions: fp32, bf16, auto",
+    )
     b.add_argument("--threads", type=int, nargs="+", default=[2])
     b.add_argument("--rounds", type=int, default=20)
     b.add_argument("--num-keypoints", type=int, default=2048)
@@ -129,16 +136,16 @@ def main(argv: list[str] | None = None) -> int:
             "num_keypoints": args.num_keypoints,
         }
         for n in args.threads:
-            result[f"threads_{n}"] = res = profile_backends(args.backends, n, args.rounds, args.num_keypoints)
+            result[f"threads_{n}"] = res = profile_backends(args.variants, n, args.rounds, args.num_keypoints)
             print(f"threads {n}  (load average {os.getloadavg()[0]:.2f})")
-            head = ("backend", "setup", "net med", "net min", "extract med", "extract min")
-            print("{:<12} {:>10} {:>9} {:>9} {:>12} {:>12}".format(*head))
+            head = ("variant", "setup", "net med", "net min", "extract med", "extract min")
+            print("{:<18} {:>10} {:>9} {:>9} {:>12} {:>12}".format(*head))
             for name, r in res.items():
                 if "net" not in r:
-                    print(f"{name:<12} {r['setup']}")
+                    print(f"{name:<18} {r['setup']}")
                     continue
                 print(
-                    f"{name:<12} {r['setup']:>10} {r['net']['median_ms']:9.1f} {r['net']['min_ms']:9.1f} "
+                    f"{name:<18} {r['setup']:>10} {r['net']['median_ms']:9.1f} {r['net']['min_ms']:9.1f} "
                     f"{r['extract']['median_ms']:12.1f} {r['extract']['min_ms']:12.1f}"
                 )
     else:

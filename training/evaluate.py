@@ -9,8 +9,9 @@
 * tracking (``kitti_mini/sequences/06``, ``tum_fr2_desk``): AKTL and the inlier ratio of the
   frame-to-frame tracker.
 
-``--weights W`` evaluates TraqPoint-lite twice: with its stage-2 policy keypoints and with
-stage-1 keypoints (matchability map) from the same descriptor, to show what stage 2 adds.
+``--weights W`` evaluates TraqPoint-lite three times: with its stage-2 policy keypoints at one
+scale and on the ``traqpoint-lite-ms`` image pyramid, and with stage-1 keypoints (matchability
+map) from the same descriptor, to show what stage 2 adds.
 """
 
 from __future__ import annotations
@@ -99,10 +100,11 @@ def evaluate(ext: Extractor, num_kp: int, data: Path) -> dict[str, float]:
 
 
 def build_candidates(weights: str | None, compare: list[str]) -> dict[str, Extractor]:
-    """Stage-2 and stage-1 keypoints of ``weights`` plus the named peers."""
+    """Stage-2 keypoints of ``weights`` (one scale and the pyramid), its stage-1 keypoints, the peers."""
     out = {}
     if weights:
         out["lite-stage2"] = models.build("traqpoint-lite", weights=weights)
+        out["lite-stage2-ms"] = models.build("traqpoint-lite-ms", weights=weights)  # same weights, image pyramid
         out["lite-stage1-kp"] = models.build("traqpoint-lite", weights=weights, detector="matchability")
     for name in compare:
         out[name] = models.build(name)

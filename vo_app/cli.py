@@ -5,6 +5,7 @@ Examples:
   traqpoint-vo --sequence demo --headless --out out/demo
   traqpoint-vo --sequence kitti/01 --data-root ~/data/kitti/dataset --scale stereo
   traqpoint-vo --sequence ~/kitti/sequences/06 --headless --scale gt --out out/06
+  traqpoint-vo --sequence ~/kitti/sequences/00 --headless --backend compile   # long runs: compiled net
   traqpoint-vo --sequence ~/tum/rgbd_dataset_freiburg2_desk --scale gt
   traqpoint-vo --sequence clip.mp4 --calib camera.yaml --scale mono
   traqpoint-vo --webcam 0                               # live tracks (add --calib for VO)
@@ -17,6 +18,7 @@ import argparse
 import logging
 import sys
 
+from frontend.backends import BACKENDS
 from models import METHODS
 from models.errors import TraqPointError
 
@@ -45,6 +47,13 @@ def parser() -> argparse.ArgumentParser:
     feat.add_argument("--weights", help="weight file for learned methods (default: shipped / shared weights)")
     feat.add_argument("--num-kp", type=int, default=1024, help="keypoints per frame (default %(default)s)")
     feat.add_argument("--device", default="cpu", help="torch device for learned methods, e.g. cuda")
+    feat.add_argument(
+        "--backend",
+        default="auto",
+        choices=BACKENDS,
+        help="network backend of TraqPoint methods: auto = eager; compile = torch.compile "
+        "(~15%% faster per frame after a ~20 s compile, worth it for long sequences)",
+    )
     vo = p.add_argument_group("odometry")
     vo.add_argument(
         "--scale",
@@ -80,9 +89,16 @@ def build_pipeline(args: argparse.Namespace):
     scale = args.scale or ("gt" if has_gt else "mono")
     extractor = models.build(args.method, weights=args.weights, device=args.device, num_keypoints=args.num_kp)
     odom = {"kf_parallax": args.kf_parallax} if args.kf_parallax else {}
-    return VOPipeline(
-        source, extractor, scale=scale, num_keypoints=args.num_kp, odometry_conf=odom, max_frames=args.max_frames
-    ), source
+    pipeline = VOPipeline(
+        source,
+        extractor,
+        scale=scale,
+        num_keypoints=args.num_kp,
+        odometry_conf=odom,
+        max_frames=args.max_frames,
+        backend=args.backend,
+    )
+    return pipeline, source
 
 
 def print_summary(metrics: dict, out: str) -> None:

@@ -65,8 +65,7 @@ class VOPipeline:
         num_keypoints: per-frame budget.
         tracker_conf / odometry_conf: overrides of :class:`Tracker` / :class:`Odometry` defaults.
         max_frames: stop after this many frames.
-        backend: network backend of TraqPoint extractors (:mod:`frontend.backends`; ``auto`` = ONNX
-            Runtime on CPU when installed).
+        backend: network backend of TraqPoint extractors (:mod:`frontend.backends`; ``auto`` = eager).
     """
 
     def __init__(
