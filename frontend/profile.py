@@ -78,9 +78,7 @@ def profile_tracker(sequence: Path, methods: list[str], frames: int, num_keypoin
     out = {}
     for spec in methods:
         name, _, matcher = spec.partition("+")  # e.g. traqpoint-lite+mnn
-        weights = "random" if name.startswith("traqpoint") else None
-        torch.manual_seed(0)
-        ext = models.build(name, weights=weights, num_keypoints=num_keypoints)
+        ext = models.build(name, num_keypoints=num_keypoints)
         feats = list(ExtractionEngine(ext, batch_size=2, num_threads=None).run(folder_frames(sequence, frames)))
         tracker = Tracker(ext, **({"matcher": matcher} if matcher else {}))
         for f in feats:
@@ -120,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--num-keypoints", type=int, default=2048)
     t = sub.add_parser("tracker")
     t.add_argument("sequence", type=Path)
-    t.add_argument("--methods", nargs="+", default=["sift", "traqpoint-lite", "traqpoint-lite+mnn"])
+    t.add_argument("--methods", nargs="+", default=["traqpoint-lite", "traqpoint-lite+mnn", "sift", "orb"])
     t.add_argument("--frames", type=int, default=20)
     t.add_argument("--num-keypoints", type=int, default=1024)
     t.add_argument("--threads", type=int, default=2)
