@@ -36,7 +36,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 from tqdm import tqdm
 
-from frontend.backends import BACKENDS, BackendNet, accelerate
+from frontend.backends import BackendNet, accelerate, add_backend_argument
 from frontend.demo import image_folder, list_images
 from frontend.engine import ExtractionEngine
 from frontend.tracker import Tracker
@@ -169,12 +169,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=50, help="frames to load and time (at least 2)")
     parser.add_argument("--warmup", type=int, default=3, help="frames run before timing (the first ones again)")
     parser.add_argument("--batch", default=None, help="batch sizes of the naive/pipelined sweep, e.g. 1,8,32")
-    parser.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        default="auto",
-        help="network backend of TraqPoint methods (auto = eager; compile is fastest after a ~20 s compile)",
-    )
+    add_backend_argument(parser)
 
 
 def run(args: argparse.Namespace) -> runner.Outcome:

@@ -39,7 +39,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
-from frontend.backends import BACKENDS
+from frontend.backends import add_backend_argument
 from frontend.tracker import Tracker
 from models.errors import BadInputError, MissingFileError
 from vo_app.odometry import Odometry
@@ -196,12 +196,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", type=Path, default=None, help=f"KITTI odometry root (default: {DEFAULT_ROOT})")
     parser.add_argument("--scale", choices=("gt", "stereo", "mono"), default="gt", help="translation scale source")
     parser.add_argument("--max-frames", type=int, default=None, help="evaluate the first N frames only")
-    parser.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        default="auto",
-        help="network backend of TraqPoint methods (auto = eager; compile is fastest after a ~20 s compile)",
-    )
+    add_backend_argument(parser)
 
 
 def run(args: argparse.Namespace) -> runner.Outcome:

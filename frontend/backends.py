@@ -130,6 +130,17 @@ def _onnx(net: nn.Module, example: torch.Tensor, cache_dir: str | Path | None) -
     return BackendNet(net, run, "onnx", None)
 
 
+def add_backend_argument(parser) -> None:
+    """The ``--backend`` option shared by the commands that run TraqPoint networks."""
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="network backend of TraqPoint methods: auto = eager (BatchNorm-folded, channels-last, bf16 "
+        "backbone where native); compile = torch.compile, ~25%% faster per frame after a ~20 s compile",
+    )
+
+
 def onnx_available() -> bool:
     """Both ``onnx`` (export) and ``onnxruntime`` (inference) are importable."""
     return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))

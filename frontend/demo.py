@@ -25,7 +25,7 @@ import models
 from models.errors import BadInputError, MissingFileError, TraqPointError
 from models.image_io import read_image
 
-from .backends import BACKENDS
+from .backends import add_backend_argument
 from .draw import draw_tracks
 from .engine import ExtractionEngine
 from .frame import Frame
@@ -97,12 +97,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-frames", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--device", default="cpu")
-    p.add_argument(
-        "--backend",
-        default="auto",
-        choices=BACKENDS,
-        help="network backend (auto: eager, BatchNorm-folded channels-last with bf16 where native)",
-    )
+    add_backend_argument(p)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: every usable core)")
     p.add_argument("--trail", type=int, default=20, help="positions per track drawn as its trail")
     p.add_argument("--fps", type=float, default=10.0, help="frame rate of the written video")

@@ -18,7 +18,7 @@ import argparse
 import logging
 import sys
 
-from frontend.backends import BACKENDS
+from frontend.backends import add_backend_argument
 from models import METHODS
 from models.errors import TraqPointError
 
@@ -47,13 +47,7 @@ def parser() -> argparse.ArgumentParser:
     feat.add_argument("--weights", help="weight file for learned methods (default: shipped / shared weights)")
     feat.add_argument("--num-kp", type=int, default=1024, help="keypoints per frame (default %(default)s)")
     feat.add_argument("--device", default="cpu", help="torch device for learned methods, e.g. cuda")
-    feat.add_argument(
-        "--backend",
-        default="auto",
-        choices=BACKENDS,
-        help="network backend of TraqPoint methods: auto = eager; compile = torch.compile "
-        "(~15%% faster per frame after a ~20 s compile, worth it for long sequences)",
-    )
+    add_backend_argument(feat)
     vo = p.add_argument_group("odometry")
     vo.add_argument(
         "--scale",
