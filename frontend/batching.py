@@ -50,6 +50,11 @@ class Batch:
     images: torch.Tensor
 
 
+def _stack(staged: list[torch.Tensor]) -> torch.Tensor:
+    """``[B, 1, H, W]``; a single image is a view, not a copy (see :func:`iter_batches`)."""
+    return staged[0][None] if len(staged) == 1 else torch.stack(staged)
+
+
 def _key(t: torch.Tensor) -> tuple:
     return tuple(t.shape), t.dtype, t.device
 
@@ -65,16 +70,16 @@ def iter_batches(source: Iterable, batch_size: int) -> Iterator[Batch]:
             frame = as_frame(item, i)
             t = stage_image(frame.image)
             if staged and _key(t) != _key(staged[0]):
-                yield Batch(frames, torch.stack(staged))
+                yield Batch(frames, _stack(staged))
                 frames, staged = [], []
             frames.append(frame)
             staged.append(t)
             if len(frames) == batch_size:
-                yield Batch(frames, torch.stack(staged))
+                yield Batch(frames, _stack(staged))
                 frames, staged = [], []
     except Exception:
         if frames:  # a failing source still delivers the frames it gave before failing
-            yield Batch(frames, torch.stack(staged))
+            yield Batch(frames, _stack(staged))
         raise
     if frames:  # a source that ends mid-batch flushes what it has
-        yield Batch(frames, torch.stack(staged))
+        yield Batch(frames, _stack(staged))

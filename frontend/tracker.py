@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from models.base import Extractor
-from models.matchers import MATCHERS, match_pair
+from models.matchers import MATCHERS, match_pair_with
 
 from .frame import Frame
 from .geometry import select_uniform, verify_fundamental
@@ -139,6 +139,7 @@ class Tracker:
         "history": 0,  # positions kept per track (for drawing trails); 0 = last position only
         "match_keyframe": False,  # also match each frame to the last keyframe
         "keyframe_interval": 0,  # take a keyframe every n frames; 0 = only on set_keyframe()
+        "compile_matcher": False,  # torch.compile the matcher (dual-softmax 6.8 -> 4.6 ms at 1024 kp; ~10 s compile)
     }
 
     def __init__(self, extractor: Extractor | None = None, **conf: object) -> None:
@@ -156,6 +157,9 @@ class Tracker:
         elif kwargs is None:
             kwargs = DUAL_SOFTMAX_KWARGS if self.matcher == "dual_softmax" else {}
         self.matcher_kwargs = dict(kwargs)
+        self._match_fn = MATCHERS[self.matcher]
+        if self.conf["compile_matcher"]:
+            self._match_fn = torch.compile(self._match_fn, dynamic=True)
         self.reset()
 
     def reset(self) -> None:
@@ -235,7 +239,7 @@ class Tracker:
         """Mutual matches ``[K, 2]`` (numpy int64) between two frames' descriptors."""
         if f0 is None or f0.num_keypoints == 0 or f1.num_keypoints == 0:
             return np.zeros((0, 2), dtype=np.int64)
-        m, _ = match_pair(f0.descriptors.cpu(), f1.descriptors.cpu(), self.matcher, **self.matcher_kwargs)
+        m, _ = match_pair_with(self._match_fn, f0.descriptors.cpu(), f1.descriptors.cpu(), **self.matcher_kwargs)
         return m.numpy()
 
     def _verify(self, f0: Frame | None, kpts1: np.ndarray, matches: np.ndarray) -> tuple[np.ndarray, bool]:

@@ -8,6 +8,7 @@ Descriptors are assumed L2-normalised (see :mod:`models.conventions`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -102,9 +103,16 @@ def match_pair(
     """Match one pair ``[N, D]``, ``[M, D]`` -> ``matches [K, 2]`` int64, ``scores [K]``."""
     if method not in MATCHERS:
         raise ValueError(f"unknown matcher {method!r}; choose from {sorted(MATCHERS)}")
+    return match_pair_with(MATCHERS[method], desc0, desc1, **kwargs)
+
+
+def match_pair_with(
+    matcher: Callable[..., tuple[torch.Tensor, torch.Tensor]], desc0: torch.Tensor, desc1: torch.Tensor, **kwargs: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`match_pair` with a batched matcher function (e.g. a ``torch.compile``-d one)."""
     if desc0.dim() != 2 or desc1.dim() != 2 or desc0.shape[1] != desc1.shape[1]:
         raise ValueError(f"descriptors must be [N, D] and [M, D], got {tuple(desc0.shape)}, {tuple(desc1.shape)}")
-    m0, s0 = MATCHERS[method](desc0[None].float(), desc1[None].float(), **kwargs)
+    m0, s0 = matcher(desc0[None].float(), desc1[None].float(), **kwargs)
     valid = m0[0] >= 0
     idx0 = torch.nonzero(valid, as_tuple=False)[:, 0]
     return torch.stack([idx0, m0[0][valid]], dim=-1), s0[0][valid]

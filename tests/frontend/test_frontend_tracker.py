@@ -208,3 +208,12 @@ def test_keyframe_matching_reports_matches_to_the_keyframe():
     for _, frame in frames:
         periodic.track(frame)
     assert periodic.keyframe.index == 4
+
+
+def test_compiled_matcher_tracks_exactly_like_the_eager_one():
+    frames, _ = synthetic_sequence()
+    eager, compiled = Tracker(grid_cell=0), Tracker(grid_cell=0, compile_matcher=True)
+    for _, frame in frames:
+        a, b = eager.track(frame), compiled.track(frame)
+        assert torch.equal(a.matches, b.matches) and torch.equal(a.frame.track_ids, b.frame.track_ids)
+    assert compiled.aktl == eager.aktl > 1
