@@ -30,3 +30,9 @@ def kitti_pair():
 
     folder = shared_path("kitti06_frames")
     return tuple(cv2.imread(str(folder / f"kitti06-{i}.png"), cv2.IMREAD_GRAYSCALE) for i in (12, 13))
+
+
+@pytest.fixture
+def churchill():
+    """The real churchill homography sequence folder (``1.ppm``..``6.ppm``, ``H_1_k``)."""
+    return shared_path("homography", "churchill")

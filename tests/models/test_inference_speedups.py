@@ -92,3 +92,16 @@ def test_pyramid_respects_the_budget_and_rejects_bad_scales():
     assert ms.name == "traqpoint-lite-ms" and ms.scales == (1.0, 0.71, 0.5, 0.35)
     with pytest.raises(ValueError, match="scales"):
         TraqPoint(ms.net, scales=(1.0, 0.0))
+
+
+def test_pyramid_matches_more_under_zoom_on_churchill(churchill):
+    """On a real 2-3x zoom pair the pyramid must add inliers over one scale (the reason it exists)."""
+    from training.evaluate import mnn_inliers
+
+    images = [models.image_io.read_image(churchill / f"{i}.ppm") for i in (1, 3)]
+    counts = {}
+    for name in ("traqpoint-lite", "traqpoint-lite-ms"):
+        ext = models.build(name, num_keypoints=2048)
+        f0, f1 = (ext.extract_numpy(im)[0] for im in images)
+        counts[name] = mnn_inliers(ext, f0, f1)
+    assert counts["traqpoint-lite-ms"] > 1.1 * counts["traqpoint-lite"], counts
