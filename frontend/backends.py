@@ -165,11 +165,12 @@ def accelerate(
     ``auto`` picks as :func:`resolve_backend`.
 
     Raises:
-        BadInputError: unknown backend, a non-TraqPoint learned extractor, or onnx off the CPU.
+        BadInputError: unknown backend, a non-TraqPoint learned extractor, onnx off the CPU, or a
+            backend whose compile/export fails (the cause in one line).
     """
     if backend not in BACKENDS:
         raise BadInputError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
-    requested, backend = backend, resolve_backend(extractor, backend)
+    backend = resolve_backend(extractor, backend)
     if backend == "eager" or isinstance(extractor, OpenCVExtractor):
         return extractor
     from models.traqpoint import TraqPoint
@@ -188,13 +189,13 @@ def accelerate(
             wrapped = _torchscript(net.eval(), example)
         else:
             wrapped = _onnx(net.eval(), example, cache_dir)
-    except Exception as err:
-        if requested != "auto":
-            raise
-        log.warning(
-            "%s: %s backend unavailable (%s: %s); running eager", extractor.name, backend, type(err).__name__, err
-        )
-        return extractor
+    except BadInputError:
+        raise
+    except Exception as err:  # a compiler/exporter failure deep inside torch: one line for the user
+        detail = (str(err).strip().splitlines() or [""])[0][:200]
+        raise BadInputError(
+            f"{extractor.name}: the {backend} backend failed ({type(err).__name__}: {detail}); use --backend eager"
+        ) from err
     fast = copy.copy(extractor)
     fast.net = wrapped
     log.info("%s: network runs on the %s backend", extractor.name, backend)

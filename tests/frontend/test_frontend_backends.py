@@ -63,3 +63,17 @@ def test_auto_prefers_onnx_on_cpu_for_traqpoint(lite):
     assert resolve_backend(models.build("orb"), "auto") == "eager"
     assert resolve_backend(lite, "auto") == "eager"
     assert resolve_backend(lite, "torchscript") == "torchscript"
+
+
+def test_a_failing_backend_is_one_clear_error(lite, monkeypatch):
+    import frontend.backends as backends
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("InductorError: no C++ compiler found\nlong traceback text")
+
+    monkeypatch.setattr(backends, "_compile", broken)
+    with pytest.raises(
+        models.BadInputError,
+        match=r"compile backend failed \(RuntimeError: InductorError: no C\+\+ compiler found\); use --backend eager",
+    ):
+        accelerate(lite, "compile")
