@@ -30,6 +30,7 @@ import torch
 from models.base import Extractor
 from models.conventions import Features
 from models.opencv_features import OpenCVExtractor
+from models.precision import AMP_DTYPES, autocast_context
 
 from .backends import Backend, accelerate
 from .batching import Batch, iter_batches
@@ -39,8 +40,7 @@ from .streams import DeviceStreams, PinnedRing, Upload, cuda_ok
 log = logging.getLogger(__name__)
 
 Mode = Literal["naive", "pipelined"]
-Precision = Literal["fp32", "fp16", "bf16"]
-AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+Precision = Literal["fp32", "fp16", "bf16"]  # the extractor's own precision ("auto") applies inside
 
 
 def usable_cores() -> int:
@@ -132,13 +132,11 @@ class ExtractionEngine:
             if torch.get_num_threads() != n:
                 torch.set_num_threads(n)
                 log.info("torch intra-op threads set to %d", n)
-        self.extractor = accelerate(extractor, backend)  # after the threads: ONNX Runtime copies the count
+        self.extractor = accelerate(extractor, backend)  # after the threads: the ONNX Runtime backend copies the count
 
     # -- compute -----------------------------------------------------------------------------
     def _autocast(self) -> AbstractContextManager:
-        if self.precision == "fp32" or self.opencv:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=AMP_DTYPES[self.precision])
+        return nullcontext() if self.opencv else autocast_context(self.device, self.precision)
 
     def extract(self, images: torch.Tensor) -> list[Features]:
         """Features (on the CPU) of staged images ``[B, 1, H, W]`` (``uint8`` or float in ``[0, 1]``)."""
