@@ -92,9 +92,10 @@ def backend_ran(extractor) -> str:
 
 
 # -- measurements ---------------------------------------------------------------------------------
-def latency_pass(extractor, frames: list[np.ndarray], num_kp: int, tracker: Tracker) -> tuple[dict, dict]:
+def latency_pass(extractor, frames: list[np.ndarray], num_kp: int) -> tuple[dict, dict]:
     """Live-mode timing of extraction + tracking per frame -> (schema metrics, profile)."""
     engine = ExtractionEngine(extractor, batch_size=1, num_keypoints=num_kp, num_threads=None)
+    tracker = Tracker(extractor)
     extract, total, keypoints = [], [], []
     frames_out = engine.run(frames)
     while True:
@@ -127,8 +128,9 @@ def latency_pass(extractor, frames: list[np.ndarray], num_kp: int, tracker: Trac
     return metrics, profile
 
 
-def warm_up(extractor, frames: list[np.ndarray], num_kp: int, tracker: Tracker) -> None:
-    """Run the first frames through an engine and ``tracker`` (lazy initialisation, compiles, allocator)."""
+def warm_up(extractor, frames: list[np.ndarray], num_kp: int) -> None:
+    """Run the first frames through an engine and a tracker (lazy initialisation, compiles, allocator)."""
+    tracker = Tracker(extractor)  # a compiled network compiles the matcher too (Tracker's compile_matcher)
     for frame in ExtractionEngine(extractor, batch_size=1, num_keypoints=num_kp, num_threads=None).run(frames):
         tracker.track(frame)
 
@@ -154,11 +156,9 @@ def batch_sweep(extractor, frames: list[np.ndarray], num_kp: int, batches: list[
 
 def measure(method: Method, frames: list[np.ndarray], args: argparse.Namespace, batches: list[int]) -> dict:
     """Everything measured for one method: metrics, profile, batch sweep and the backend it ran."""
-    backend = network_backend(method, args.backend)
-    extractor = accelerate(method.extractor, backend)  # once, shared by all engines
-    conf = {"compile_matcher": backend == "compile"}  # the compile backend compiles the matcher too
-    warm_up(extractor, frames[: args.warmup], args.num_kp, Tracker(extractor, **conf))
-    metrics, profile = latency_pass(extractor, frames, args.num_kp, Tracker(extractor, **conf))
+    extractor = accelerate(method.extractor, network_backend(method, args.backend))  # once, shared by all engines
+    warm_up(extractor, frames[: args.warmup], args.num_kp)
+    metrics, profile = latency_pass(extractor, frames, args.num_kp)
     sweep = batch_sweep(extractor, frames, args.num_kp, batches) if batches else {}
     return {"metrics": metrics, "profile": profile, "batches": sweep, "backend": backend_ran(extractor)}
 
@@ -194,7 +194,7 @@ def run(args: argparse.Namespace) -> runner.Outcome:
         "threads": torch.get_num_threads(),
         "backend_requested": args.backend,
         "latency_pass": "ExtractionEngine batch 1, pipelined mode, then Tracker per frame; stats over frames 1..N-1",
-        "tracker": {**Tracker.default_conf, "compile_matcher": args.backend == "compile"},
+        "tracker": dict(Tracker.default_conf),  # compile_matcher None: on with a method's compile backend
         "batch_sweep": batches,
     }
     result = runner.make_result(

@@ -45,7 +45,6 @@ def profile_backends(variants: list[str], threads: int, rounds: int, num_keypoin
     extractors, setup = {}, {}
     for spec in variants:
         backend, _, precision = spec.partition("/")
-        torch.manual_seed(0)
         t = time.perf_counter()
         try:
             base = models.build("traqpoint-lite", num_keypoints=num_keypoints, precision=precision or "auto")

@@ -139,7 +139,9 @@ class Tracker:
         "history": 0,  # positions kept per track (for drawing trails); 0 = last position only
         "match_keyframe": False,  # also match each frame to the last keyframe
         "keyframe_interval": 0,  # take a keyframe every n frames; 0 = only on set_keyframe()
-        "compile_matcher": False,  # torch.compile the matcher (dual-softmax 6.8 -> 4.6 ms at 1024 kp; ~10 s compile)
+        # torch.compile the matcher (dual-softmax 6.8 -> 4.6 ms at 1024 kp; ~10 s compile); None = when
+        # the extractor's network runs on the compile backend (frontend.backends)
+        "compile_matcher": None,
     }
 
     def __init__(self, extractor: Extractor | None = None, **conf: object) -> None:
@@ -158,7 +160,10 @@ class Tracker:
             kwargs = DUAL_SOFTMAX_KWARGS if self.matcher == "dual_softmax" else {}
         self.matcher_kwargs = dict(kwargs)
         self._match_fn = MATCHERS[self.matcher]
-        if self.conf["compile_matcher"]:
+        compile_matcher = self.conf["compile_matcher"]
+        if compile_matcher is None:
+            compile_matcher = getattr(getattr(extractor, "net", None), "backend", None) == "compile"
+        if compile_matcher:
             self._match_fn = torch.compile(self._match_fn, dynamic=True)
         self.reset()
 

@@ -145,7 +145,7 @@ def resize_scale(images: torch.Tensor, scale: float) -> torch.Tensor:
 def merge_scales(levels: list[Features], k: int | None) -> Features:
     """One image's features from several scales -> the ``k`` best by (per-scale normalised) score."""
     scores = torch.cat([f["scores"] for f in levels])
-    order = scores.argsort(descending=True)[:k] if k is not None else scores.argsort(descending=True)
+    order = scores.argsort(descending=True)[:k]  # k = None keeps them all
     return Features(
         keypoints=torch.cat([f["keypoints"] for f in levels])[order],
         scores=scores[order],

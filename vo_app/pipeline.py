@@ -85,8 +85,8 @@ class VOPipeline:
             raise BadInputError(f"--scale stereo needs a stereo source (KITTI image_1); {source.name} has none")
         self.source, self.extractor, self.scale = source, extractor, scale
         self.engine = ExtractionEngine(extractor, batch_size=1, num_keypoints=num_keypoints, backend=backend)
-        defaults = {"history": 12, "compile_matcher": backend == "compile"}  # compile: the matcher too
-        self.tracker = Tracker(extractor, **{**defaults, **(tracker_conf or {})})
+        # the engine's extractor is the one that runs (a compiled network also compiles the matcher)
+        self.tracker = Tracker(self.engine.extractor, **{"history": 12, **(tracker_conf or {})})
         self.odometry: Odometry | None = None
         self.odometry_conf = odometry_conf or {}
         self.max_frames = max_frames

@@ -217,3 +217,18 @@ def test_compiled_matcher_tracks_exactly_like_the_eager_one():
         a, b = eager.track(frame), compiled.track(frame)
         assert torch.equal(a.matches, b.matches) and torch.equal(a.frame.track_ids, b.frame.track_ids)
     assert compiled.aktl == eager.aktl > 1
+
+
+def test_matcher_is_compiled_when_the_network_is():
+    import copy
+    from types import SimpleNamespace
+
+    import models
+    from models.matchers import MATCHERS
+
+    sift = models.build("sift")
+    assert Tracker(sift)._match_fn is MATCHERS["ratio"]
+    on_compile = copy.copy(sift)
+    on_compile.net = SimpleNamespace(backend="compile")  # what frontend.backends.accelerate(..., "compile") sets
+    assert Tracker(on_compile)._match_fn is not MATCHERS["ratio"]
+    assert Tracker(on_compile, compile_matcher=False)._match_fn is MATCHERS["ratio"]
