@@ -9,7 +9,7 @@ Data: ``ROOT/sequences/<id>/image_0/*.png`` (or ``image_2``), ``calib.txt``, ``t
 ``ROOT/sequences``. ``--scale gt`` (default; the paper's protocol) takes each keyframe's translation
 scale from the ground truth, ``stereo`` from ``image_1``, ``mono`` from triangulation (up to scale).
 
-Metrics (:func:`benchmarks.metrics.trajectory.kitti_metrics`, evo): ``ate_rmse_m`` = APE RMSE after
+Metrics (:func:`vo_app.trajectory.kitti_metrics`, evo): ``ate_rmse_m`` = APE RMSE after
 SE(3) Umeyama alignment (``gt``/``stereo``) or Sim(3) (``mono``), ``ate_pct_path`` = that RMSE in % of
 the ground-truth path, ``rpe_trans_m`` / ``rpe_rot_deg`` = 1-frame RPE RMSE, ``t_err_pct`` /
 ``r_err_deg_per_100m`` = KITTI devkit drift (``null`` below 100 m of path), ``aktl``,
@@ -45,11 +45,11 @@ from models.errors import BadInputError, MissingFileError
 from vo_app.odometry import Odometry
 from vo_app.pipeline import VOPipeline
 from vo_app.sources import KittiSource, SourceFrame
+from vo_app.trajectory import path_length, umeyama
 
 from . import runner
 from .frontend_speed import backend_ran, network_backend
 from .methods import Method
-from .metrics.trajectory import path_length, umeyama
 
 NAME = "kitti"
 SCHEMA_KEYS = (

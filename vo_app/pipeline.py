@@ -146,7 +146,7 @@ class VOPipeline:
     # -- outputs -------------------------------------------------------------------------------
     def metrics(self) -> dict:
         """Trajectory metrics against ground truth (when known) and front-end statistics."""
-        from benchmarks.metrics.trajectory import ape, kitti_metrics, path_length
+        from .trajectory import ape, kitti_metrics, path_length
 
         s = self.summary
         rows = s.rows

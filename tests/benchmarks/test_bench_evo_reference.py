@@ -2,7 +2,7 @@
 
 The archives (``../shared/data/trajectories/*_ape.zip`` / ``*_rpe.zip``) hold ``info.json`` (its
 title states the settings: pose relation, alignment, delta) and ``stats.json``. We read the
-settings from the title, recompute with :mod:`benchmarks.metrics.trajectory` and compare every
+settings from the title, recompute with :mod:`vo_app.trajectory` and compare every
 statistic to 1e-6 relative.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from evo.tools import file_interface
 
-from benchmarks.metrics import trajectory
+from vo_app import trajectory
 
 DATA = Path(os.environ.get("TRAQPOINT_SHARED", Path(__file__).resolve().parents[3] / "shared")) / "data"
 TRAJ = DATA / "trajectories"

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from benchmarks.metrics import homography as hm
-from benchmarks.metrics import pose, trajectory
+from benchmarks.metrics import pose
 from models.errors import BadInputError
+from vo_app import trajectory
 
 # ---------------------------------------------------------------- pose AUC
 

@@ -1,4 +1,14 @@
-"""Trajectory metrics through evo's Python API, plus the KITTI devkit drift.
+"""Trajectories: KITTI / TUM / EuRoC files through evo's ``file_interface``, and the metrics.
+
+The one trajectory module of the project (below ``benchmarks``, which imports it). Files:
+
+- KITTI poses: one line per frame, the top 3x4 of ``T_world_cam``, row-major. Tools read the
+  rows in order, so :func:`fill_gaps` gives frames that were never estimated (skipped,
+  unreadable) an interpolated pose instead of dropping their row.
+- TUM: ``timestamp tx ty tz qx qy qz qw`` (Hamilton quaternion, ``qw`` last).
+- EuRoC ground truth ``state_groundtruth_estimate0/data.csv`` (read only; nanosecond stamps).
+
+Metrics through evo's Python API, plus the KITTI devkit drift:
 
 Poses are ``T_world_cam`` (camera-to-world) ``[N, 4, 4]`` float64, or ``[N, 3, 4]`` rows as in
 KITTI pose files; the ground truth and the estimate are associated by index (same ``N``).
@@ -22,7 +32,9 @@ import numpy as np
 from evo.core import lie_algebra as lie
 from evo.core import metrics as evo_metrics
 from evo.core.geometry import GeometryException
-from evo.core.trajectory import PosePath3D
+from evo.core.trajectory import PosePath3D, PoseTrajectory3D
+from evo.tools import file_interface
+from scipy.spatial.transform import Rotation, Slerp
 
 from models.errors import BadInputError
 
@@ -47,6 +59,67 @@ def as_poses(poses: np.ndarray | list, name: str = "poses") -> np.ndarray:
         bottom = np.broadcast_to(np.array([0.0, 0.0, 0.0, 1.0]), (arr.shape[0], 1, 4))
         arr = np.concatenate([arr, bottom], axis=1)
     return arr
+
+
+def write_kitti(path, poses: np.ndarray) -> None:
+    """Write ``[N, 4, 4]`` ``T_world_cam`` as a KITTI pose file (evo ``file_interface``)."""
+    file_interface.write_kitti_poses_file(str(path), PosePath3D(poses_se3=list(as_poses(poses, "poses"))))
+
+
+def read_kitti(path) -> np.ndarray:
+    """``[N, 4, 4]`` poses of a KITTI pose file; one clear error when it cannot be parsed."""
+    try:
+        return np.stack(file_interface.read_kitti_poses_file(str(path)).poses_se3)
+    except (OSError, file_interface.FileInterfaceException, ValueError) as err:
+        raise BadInputError(f"cannot read KITTI poses {path}: {err}") from None
+
+
+def write_tum(path, timestamps: np.ndarray, poses: np.ndarray) -> None:
+    """Write ``timestamps [N]`` (s) and ``poses [N, 4, 4]`` as a TUM trajectory (evo ``file_interface``)."""
+    poses = as_poses(poses, "poses")
+    stamps = np.asarray(timestamps, np.float64).reshape(-1)
+    if len(stamps) != len(poses):
+        raise BadInputError(f"{len(stamps)} timestamps for {len(poses)} poses")
+    file_interface.write_tum_trajectory_file(str(path), PoseTrajectory3D(poses_se3=list(poses), timestamps=stamps))
+
+
+def read_tum(path) -> tuple[np.ndarray, np.ndarray]:
+    """``(timestamps [N], poses [N, 4, 4])`` of a TUM trajectory file."""
+    try:
+        traj = file_interface.read_tum_trajectory_file(str(path))
+    except (OSError, file_interface.FileInterfaceException, ValueError) as err:
+        raise BadInputError(f"cannot read TUM trajectory {path}: {err}") from None
+    return np.asarray(traj.timestamps, np.float64), np.stack(traj.poses_se3)
+
+
+def read_euroc(path) -> tuple[np.ndarray, np.ndarray]:
+    """``(timestamps [N] in s, poses [N, 4, 4])`` of a EuRoC ``data.csv`` ground truth (body poses)."""
+    try:
+        traj = file_interface.read_euroc_csv_trajectory(str(path))
+    except (OSError, file_interface.FileInterfaceException, ValueError) as err:
+        raise BadInputError(f"cannot read EuRoC trajectory {path}: {err}") from None
+    return np.asarray(traj.timestamps, np.float64), np.stack(traj.poses_se3)
+
+
+def fill_gaps(indices: np.ndarray, poses: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Poses for every index from ``indices[0]`` to ``indices[-1]``: ``(all indices, poses, filled mask)``.
+
+    ``indices [N]`` strictly increasing frame numbers with gaps (skipped frames), ``poses [N, 4, 4]``.
+    A missing frame gets the pose interpolated between its neighbours (linear in position,
+    slerp in rotation), so that a KITTI file keeps one row per frame in order.
+    """
+    indices = np.asarray(indices, np.int64)
+    poses = as_poses(poses, "poses") if len(indices) else np.zeros((0, 4, 4))
+    if len(indices) < 2 or np.all(np.diff(indices) == 1):
+        return indices, poses, np.zeros(len(indices), bool)
+    full = np.arange(indices[0], indices[-1] + 1)
+    out = np.tile(np.eye(4), (len(full), 1, 1))
+    for k in range(3):
+        out[:, k, 3] = np.interp(full, indices, poses[:, k, 3])
+    out[:, :3, :3] = Slerp(indices, Rotation.from_matrix(poses[:, :3, :3]))(full).as_matrix()
+    known = np.isin(full, indices)
+    out[known] = poses  # exact where estimated
+    return full, out, ~known
 
 
 def _pair(gt: np.ndarray, est: np.ndarray, min_poses: int = 2) -> tuple[np.ndarray, np.ndarray]:
