@@ -161,6 +161,10 @@ class VOPipeline:
             else None,
             "fps": len(rows) / s.seconds if s.seconds > 0 else None,
             "scale": self.scale,
+            "frames_without_keypoints": sum(r["keypoints"] == 0 for r in rows),
+            # frames of a source with ground truth whose own pose is unknown (NaN row, no association)
+            "frames_without_gt": sum(g is None for g in s.gt) if getattr(self.source, "gt_poses", None) is not None
+            else None,
         }
         have_gt = [g is not None for g in s.gt]
         if sum(have_gt) >= 3:
@@ -173,8 +177,9 @@ class VOPipeline:
                 out["ate_unaligned_pct_path"] = ape(gt, est, "none")["rmse"] / max(path_length(gt), 1e-9) * 100
         return out
 
-    def write_outputs(self, out_dir: str | Path, export_ply: bool = False) -> dict:
-        """Write trajectories, per-frame stats and ``results.json``; return the metrics."""
+    def write_outputs(self, out_dir: str | Path, export_ply: bool = False, extra: dict | None = None) -> dict:
+        """Write trajectories, per-frame stats and ``results.json`` (plus the ``extra`` top-level keys,
+        e.g. how the run ended); return the metrics."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         s = self.summary
@@ -189,7 +194,7 @@ class VOPipeline:
                 w.writeheader()
                 w.writerows(s.rows)
         metrics = self.metrics()
-        result = {"source": str(self.source.name), "method": self.extractor.name, "metrics": metrics}
+        result = {"source": str(self.source.name), "method": self.extractor.name, **(extra or {}), "metrics": metrics}
         (out / "results.json").write_text(json.dumps(result, indent=1))
         if export_ply:
             from .export import export_ply as _export
