@@ -14,11 +14,12 @@ import time
 import cv2
 import numpy as np
 
-from .errors import TraqPointError
+from .arguments import check_count, check_device, writable_file
+from .errors import BadInputError, TraqPointError
 from .factory import METHODS, build
 from .geometry import verify_fundamental
 from .image_io import read_image
-from .matchers import match_pair
+from .matchers import MATCHERS, match_pair
 
 
 def verify(p0: np.ndarray, p1: np.ndarray, threshold: float = 1.0) -> np.ndarray:
@@ -43,6 +44,19 @@ def draw_matches(img0: np.ndarray, img1: np.ndarray, p0: np.ndarray, p1: np.ndar
     return canvas
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")  # what cv2.imwrite writes
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse bad values before a network is built."""
+    check_count(args.num_kp, "--num-kp")
+    if args.matcher is not None and args.matcher not in MATCHERS:
+        raise BadInputError(f"--matcher {args.matcher!r} is unknown; choose from {', '.join(MATCHERS)}")
+    check_device(args.device)
+    if args.out:
+        writable_file(args.out, "--out", IMAGE_SUFFIXES)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m models.match", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -53,30 +67,43 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", help="weight file (default: the method's default location)")
     p.add_argument("--num-kp", type=int, default=2048, help="keypoint budget per image")
     p.add_argument("--matcher", help="override the method's default matcher (dual_softmax, mnn, ratio)")
-    p.add_argument("--out", help="write a picture of the matches here")
+    p.add_argument("--device", default="cpu", help="torch device for learned methods (cpu, cuda, cuda:N)")
+    p.add_argument("--out", help="write a picture of the matches here (.png, .jpg, ...)")
     args = p.parse_args(argv)
     try:
+        check_args(args)
         img0, img1 = read_image(args.image0), read_image(args.image1)
-        ext = build(args.method, weights=args.weights, num_keypoints=args.num_kp)
+        ext = build(args.method, weights=args.weights, device=args.device, num_keypoints=args.num_kp)
         ext.extract_numpy(img0)  # warm-up, so the timing below is steady-state
         t0 = time.perf_counter()
         f0, f1 = ext.extract_numpy(img0)[0], ext.extract_numpy(img1)[0]
         t1 = time.perf_counter()
+        for feats, path in ((f0, args.image0), (f1, args.image1)):
+            if len(feats["keypoints"]) == 0:
+                raise BadInputError(f"{args.method} found no keypoint in {path}: check --weights (NaN or "
+                                    "untrained?), --num-kp and the image (blank?)")
         matcher = args.matcher or ext.default_matcher
         kwargs = ext.matcher_kwargs if matcher == ext.default_matcher else {}
-        m, _ = match_pair(f0["descriptors"], f1["descriptors"], matcher, **kwargs)
+        m, _ = match_pair(f0["descriptors"].cpu(), f1["descriptors"].cpu(), matcher, **kwargs)
         t2 = time.perf_counter()
+        p0, p1 = f0["keypoints"][m[:, 0]].cpu().numpy(), f1["keypoints"][m[:, 1]].cpu().numpy()
+        inl = verify(p0, p1)
+        print(f"method {args.method}  matcher {matcher}")
+        print(f"keypoints {len(f0['keypoints'])} / {len(f1['keypoints'])}  matches {len(m)}  inliers {int(inl.sum())}")
+        print(f"time: extract {(t1 - t0) * 500:.1f} ms/image, match {(t2 - t1) * 1e3:.1f} ms")
+        if args.out:
+            if not cv2.imwrite(args.out, draw_matches(img0, img1, p0, p1, inl)):
+                raise BadInputError(f"--out {args.out}: OpenCV could not write the picture")
+            print(f"wrote {args.out}")
     except TraqPointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    p0, p1 = f0["keypoints"][m[:, 0]].numpy(), f1["keypoints"][m[:, 1]].numpy()
-    inl = verify(p0, p1)
-    print(f"method {args.method}  matcher {matcher}")
-    print(f"keypoints {len(f0['keypoints'])} / {len(f1['keypoints'])}  matches {len(m)}  inliers {int(inl.sum())}")
-    print(f"time: extract {(t1 - t0) * 500:.1f} ms/image, match {(t2 - t1) * 1e3:.1f} ms")
-    if args.out:
-        cv2.imwrite(args.out, draw_matches(img0, img1, p0, p1, inl))
-        print(f"wrote {args.out}")
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except OSError as err:
+        print(f"error: {err.filename or ''} {err.strerror or err}".strip(), file=sys.stderr)
+        return 1
     return 0
 
 

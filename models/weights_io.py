@@ -50,4 +50,10 @@ def load_into(model: nn.Module, state: dict, source: str, strict: bool = True) -
             f"{source} does not fit {type(model).__name__}: {len(missing)} missing keys "
             f"(e.g. {missing[:2]}), {len(unexpected)} unexpected keys (e.g. {unexpected[:2]})"
         )
+    broken = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:  # a diverged run's checkpoint: every output would be NaN (0 keypoints, frozen poses)
+        raise BadInputError(
+            f"{source} holds NaN or infinite values in {len(broken)} of {len(state)} tensors (e.g. {broken[0]}); "
+            "the checkpoint is broken (a diverged training run?): use other weights"
+        )
     model.load_state_dict(state, strict=strict)
