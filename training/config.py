@@ -42,7 +42,7 @@ def common_parser(stage: int, doc: str) -> argparse.ArgumentParser:
     )
     p.add_argument("--config", default=f"stage{stage}_lite.yaml", help="YAML recipe in configs/ (flags override it)")
     p.add_argument("--distributed", action="store_true", default=None, help="run under torchrun with DDP")
-    p.add_argument("--model", choices=["lite", "paper"], help="network variant")
+    p.add_argument("--model", choices=["lite", "lite2", "paper"], help="network variant")
     p.add_argument("--backbone_weights", help="DINOv3 ConvNeXt weight file (paper model, stage 1)")
     p.add_argument("--data_kind", choices=["homography", "megadepth"], help="source of pairs / sequences")
     p.add_argument("--data", nargs="+", help="image folders (homography) or the MegaDepth root")

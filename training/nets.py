@@ -9,16 +9,20 @@ from models.errors import BadInputError
 
 
 def build_net(kind: str, backbone_weights: str | None = None) -> nn.Module:
-    """A fresh ``lite`` or ``paper`` network (``paper`` optionally from DINOv3 weights)."""
+    """A fresh ``lite`` (v1), ``lite2`` or ``paper`` network (``paper`` optionally from DINOv3 weights)."""
     if kind == "lite":
         from models.lite import LiteNet
 
         return LiteNet()
+    if kind == "lite2":
+        from models.lite2 import LiteNet2
+
+        return LiteNet2()
     if kind == "paper":
         from models.paper import PaperNet
 
         return PaperNet(backbone_weights=backbone_weights)
-    raise BadInputError(f"unknown --model {kind!r}; use lite or paper")
+    raise BadInputError(f"unknown --model {kind!r}; use lite, lite2 or paper")
 
 
 def load_descriptor(net: nn.Module, state: dict, source: str) -> None:

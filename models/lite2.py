@@ -1,0 +1,144 @@
+"""``lite`` v2 TraqPoint network: the real-time CPU design (pure network, no I/O).
+
+Built from a per-layer profile of v1 (``models/README.md``): at 1248x384 in fp32, v1 spent ~11 ms
+of its ~39 ms in the full-resolution policy convolutions (1->4->8 channels: tiny channel counts
+that oneDNN runs far below peak) and ~21 ms in a 1.7 GMAC backbone. v2 keeps the paper's
+semantics (dense descriptors + matchability at stride 8, a policy logit for every pixel) at
+~0.5 GMAC:
+
+- **stem**: one 3x3 stride-2 convolution on the full-resolution image; everything else runs at
+  stride >= 2, where channel counts are large enough for the vector units.
+- **backbone**: strides 4/8/16/32 with channels 16/32/96/192 (v1: 24/64/128/192); the wide
+  stages are depthwise-separable; fused at stride 8 by 1x1 laterals and a depthwise-separable
+  3x3 (v1: a dense 3x3, 276 MMAC alone).
+- **policy head**: a 3x3 convolution on the stem's stride-2 features gives 4 logits per 2x2
+  block (one per pixel phase), pixel-shuffled to full resolution, plus a region-level context
+  logit from the detached shared features (bilinear to stride 2). Keypoints stay pixel precise;
+  the per-phase weights can only express a bias with period 2 px, which the track-aware reward
+  penalises (a warped point lands on any phase).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
+    """Conv -> BatchNorm -> ReLU (folded into one convolution at inference, ``models/fusion.py``)."""
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout, affine=False),
+        nn.ReLU(inplace=True),
+    )
+
+
+def standardise(image: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Per-image zero mean, unit variance ``[B, 1, H, W]`` (InstanceNorm for one channel, 2 passes)."""
+    flat = image.flatten(1)
+    mean = flat.mean(1).view(-1, 1, 1, 1)
+    std = flat.var(1, unbiased=False).add(eps).rsqrt().view(-1, 1, 1, 1)
+    return (image - mean) * std
+
+
+class LiteNet2(nn.Module):
+    """Dense descriptors, matchability and policy logits from a grey image.
+
+    ``forward(image [B, 1, H, W])`` with ``H, W`` multiples of 32 returns a dict:
+    ``descriptors [B, D, H/8, W/8]`` (L2-normalised along D), ``matchability [B, 1, H/8, W/8]``
+    (sigmoid), ``logits [B, 1, H, W]`` (policy logits, unnormalised).
+    """
+
+    stride = 8
+    version = 2
+    default_conf = {
+        "dims": (8, 16, 32, 96, 192),  # channels at strides 2 (stem), 4, 8, 16, 32
+        "fused_dim": 64,  # channels of the fused stride-8 map
+        "descriptor_dim": 64,  # D of the dense descriptor map
+        "policy_dim": 8,  # hidden width of the stride-2 pixel policy convolution
+        "context_dim": 32,  # hidden width of the region-level context head
+    }
+
+    def __init__(self, **conf: object) -> None:
+        super().__init__()
+        unknown = set(conf) - set(self.default_conf)
+        if unknown:
+            raise ValueError(f"unknown LiteNet2 options: {sorted(unknown)}")
+        self.conf = {**self.default_conf, **conf}
+        c2, c4, c8, c16, c32 = self.conf["dims"]
+        f, d, p, q = self.conf["fused_dim"], self.conf["descriptor_dim"], self.conf["policy_dim"], self.conf["context_dim"]
+        self.stem = conv_bn(1, c2, stride=2)
+        self.block4 = nn.Sequential(conv_bn(c2, c4, stride=2), conv_bn(c4, c4))
+        self.block8 = nn.Sequential(conv_bn(c4, c8, stride=2), conv_bn(c8, c8))
+        # depthwise-separable where the channels are wide: capacity at low resolution, few MACs
+        self.block16 = nn.Sequential(conv_bn(c8, c16, stride=2), conv_bn(c16, c16, groups=c16), conv_bn(c16, c16, k=1))
+        self.block32 = nn.Sequential(conv_bn(c16, c32, stride=2), conv_bn(c32, c32, k=1), conv_bn(c32, f, k=1))
+        self.lateral8 = nn.Conv2d(c8, f, 1)
+        self.lateral16 = nn.Conv2d(c16, f, 1)
+        self.fuse = nn.Sequential(conv_bn(f, f, groups=f), conv_bn(f, f, k=1))
+        self.descriptor_head = nn.Conv2d(f, d, 1)
+        self.matchability_head = nn.Sequential(conv_bn(f, 16, k=1), nn.Conv2d(16, 1, 1))
+        # policy: pixel-precise term from the stem (4 phases of each 2x2 block) + coarse context
+        self.pixel_embed = nn.Sequential(nn.Conv2d(c2, p, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(p, 4, 1))
+        self.policy_head = nn.Sequential(nn.Conv2d(f, q, 1), nn.ReLU(inplace=True), nn.Conv2d(q, 1, 1))
+
+    @staticmethod
+    def conf_from_state(state: dict) -> dict:
+        """The options a state dict was trained with (read from its tensor shapes)."""
+        dims = tuple(state[f"{name}.weight"].shape[0] for name in ("stem.0", "block4.0.0", "block8.0.0",
+                                                                     "block16.0.0", "block32.0.0"))
+        return {
+            "dims": dims,
+            "fused_dim": state["lateral8.weight"].shape[0],
+            "descriptor_dim": state["descriptor_head.weight"].shape[0],
+            "policy_dim": state["pixel_embed.0.weight"].shape[0],
+            "context_dim": state["policy_head.0.weight"].shape[0],
+        }
+
+    @staticmethod
+    def fits_state(state: dict) -> bool:
+        """``state`` is a LiteNet2 checkpoint (v1 has no ``stem``)."""
+        return "stem.0.weight" in state
+
+    def policy_parameters(self) -> list[nn.Parameter]:
+        """Parameters trained in stage 2 (everything else is the frozen descriptor)."""
+        return [*self.pixel_embed.parameters(), *self.policy_head.parameters()]
+
+    def features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stem features ``[B, c2, H/2, W/2]`` and fused stride-8 features ``[B, F, H/8, W/8]``."""
+        s2 = self.stem(standardise(image))
+        f8 = self.block8(self.block4(s2))
+        f16 = self.block16(f8)
+        f32 = self.block32(f16)
+        size = f8.shape[-2:]
+        up = lambda t: F.interpolate(t, size=size, mode="bilinear", align_corners=False)  # noqa: E731
+        return s2, self.fuse(self.lateral8(f8) + up(self.lateral16(f16)) + up(f32))
+
+    def policy_logits(self, s2: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
+        """Full-resolution logits ``[B, 1, H, W]`` from stem features and detached shared features.
+
+        Always fp32, also inside a bf16/fp16 autocast: bf16 rounding of logits that span a few
+        hundred reorders the top-k (measured on v1: 15 % of KITTI keypoints change).
+        """
+        with torch.autocast(s2.device.type, enabled=False):
+            s2, shared = s2.detach().float(), shared.detach().float()
+            coarse = self.policy_head(shared)  # region-level preference at stride 8
+            up = F.interpolate(coarse, size=s2.shape[-2:], mode="bilinear", align_corners=False)
+            return F.pixel_shuffle(self.pixel_embed(s2) + up, 2)
+
+    def describe(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Stage-1 outputs only (descriptors, matchability), skipping the policy head."""
+        _, shared = self.features(image)
+        return {
+            "descriptors": F.normalize(self.descriptor_head(shared), dim=1),
+            "matchability": torch.sigmoid(self.matchability_head(shared)),
+        }
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        s2, shared = self.features(image)
+        return {
+            "descriptors": F.normalize(self.descriptor_head(shared), dim=1),
+            "matchability": torch.sigmoid(self.matchability_head(shared)),
+            "logits": self.policy_logits(s2, shared),
+        }
