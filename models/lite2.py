@@ -9,10 +9,10 @@ semantics (dense descriptors + matchability at stride 8, a policy logit for ever
 - **stem**: one 3x3 stride-2 convolution on the full-resolution image; everything else runs at
   stride >= 2, where channel counts are large enough for the vector units.
 - **backbone**: strides 4/8/16/32 with channels 16/32/96/192 (v1: 24/64/128/192); the wide
-  stages are depthwise-separable; fused at stride 8 by 1x1 laterals and a depthwise-separable
-  3x3 (v1: a dense 3x3, 276 MMAC alone).
-- **policy head**: a 3x3 convolution on the stem's stride-2 features gives 4 logits per 2x2
-  block (one per pixel phase), pixel-shuffled to full resolution, plus a region-level context
+  stages are depthwise-separable; fused top-down (32 -> 16 -> 8) by 1x1 laterals and a
+  depthwise 3x3 whose pointwise half is the descriptor head (v1: a dense 3x3, 276 MMAC alone).
+- **policy head**: one 3x3 convolution on the stem's stride-2 features gives 4 logits per 2x2
+  block (one per pixel phase; 7x7 px receptive field), pixel-shuffled to full resolution, plus a region-level context
   logit from the detached shared features (bilinear to stride 2). Keypoints stay pixel precise;
   the per-phase weights can only express a bias with period 2 px, which the track-aware reward
   penalises (a warped point lands on any phase).
@@ -35,11 +35,20 @@ def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1) -
 
 
 def standardise(image: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Per-image zero mean, unit variance ``[B, 1, H, W]`` (InstanceNorm for one channel, 2 passes)."""
-    flat = image.flatten(1)
-    mean = flat.mean(1).view(-1, 1, 1, 1)
-    std = flat.var(1, unbiased=False).add(eps).rsqrt().view(-1, 1, 1, 1)
-    return (image - mean) * std
+    """Per-image zero mean, unit variance ``[B, 1, H, W]`` (InstanceNorm for one channel).
+
+    The statistics come from every 4th pixel of every 4th row (1/16 of the image: the same to
+    ~1e-3 on real images) and the affine map is one fused pass (``addcmul``).
+    """
+    sub = image[..., ::4, ::4].flatten(1)
+    mean = sub.mean(1)
+    scale = sub.var(1, unbiased=False).add(eps).rsqrt()
+    return torch.addcmul((-mean * scale).view(-1, 1, 1, 1), image, scale.view(-1, 1, 1, 1))
+
+
+def upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of ``[B, C, h, w]`` to ``size`` (half-pixel centres)."""
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 class LiteNet2(nn.Module):
@@ -47,16 +56,18 @@ class LiteNet2(nn.Module):
 
     ``forward(image [B, 1, H, W])`` with ``H, W`` multiples of 32 returns a dict:
     ``descriptors [B, D, H/8, W/8]`` (L2-normalised along D), ``matchability [B, 1, H/8, W/8]``
-    (sigmoid), ``logits [B, 1, H, W]`` (policy logits, unnormalised).
+    (sigmoid), ``logits [B, 1, H, W]`` (policy logits, unnormalised). With
+    ``with_matchability = False`` (set by an inference wrapper that detects with the policy) the
+    matchability head is skipped and its key is absent.
     """
 
     stride = 8
+    with_matchability = True
     version = 2
     default_conf = {
         "dims": (8, 16, 32, 96, 192),  # channels at strides 2 (stem), 4, 8, 16, 32
         "fused_dim": 64,  # channels of the fused stride-8 map
         "descriptor_dim": 64,  # D of the dense descriptor map
-        "policy_dim": 8,  # hidden width of the stride-2 pixel policy convolution
         "context_dim": 32,  # hidden width of the region-level context head
     }
 
@@ -67,7 +78,7 @@ class LiteNet2(nn.Module):
             raise ValueError(f"unknown LiteNet2 options: {sorted(unknown)}")
         self.conf = {**self.default_conf, **conf}
         c2, c4, c8, c16, c32 = self.conf["dims"]
-        f, d, p, q = self.conf["fused_dim"], self.conf["descriptor_dim"], self.conf["policy_dim"], self.conf["context_dim"]
+        f, d, q = self.conf["fused_dim"], self.conf["descriptor_dim"], self.conf["context_dim"]
         self.stem = conv_bn(1, c2, stride=2)
         self.block4 = nn.Sequential(conv_bn(c2, c4, stride=2), conv_bn(c4, c4))
         self.block8 = nn.Sequential(conv_bn(c4, c8, stride=2), conv_bn(c8, c8))
@@ -76,11 +87,11 @@ class LiteNet2(nn.Module):
         self.block32 = nn.Sequential(conv_bn(c16, c32, stride=2), conv_bn(c32, c32, k=1), conv_bn(c32, f, k=1))
         self.lateral8 = nn.Conv2d(c8, f, 1)
         self.lateral16 = nn.Conv2d(c16, f, 1)
-        self.fuse = nn.Sequential(conv_bn(f, f, groups=f), conv_bn(f, f, k=1))
+        self.fuse = conv_bn(f, f, groups=f)  # depthwise 3x3; the descriptor head is its pointwise half
         self.descriptor_head = nn.Conv2d(f, d, 1)
         self.matchability_head = nn.Sequential(conv_bn(f, 16, k=1), nn.Conv2d(16, 1, 1))
         # policy: pixel-precise term from the stem (4 phases of each 2x2 block) + coarse context
-        self.pixel_embed = nn.Sequential(nn.Conv2d(c2, p, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(p, 4, 1))
+        self.pixel_embed = nn.Conv2d(c2, 4, 3, padding=1)  # 7x7 px receptive field with the stem
         self.policy_head = nn.Sequential(nn.Conv2d(f, q, 1), nn.ReLU(inplace=True), nn.Conv2d(q, 1, 1))
 
     @staticmethod
@@ -92,7 +103,6 @@ class LiteNet2(nn.Module):
             "dims": dims,
             "fused_dim": state["lateral8.weight"].shape[0],
             "descriptor_dim": state["descriptor_head.weight"].shape[0],
-            "policy_dim": state["pixel_embed.0.weight"].shape[0],
             "context_dim": state["policy_head.0.weight"].shape[0],
         }
 
@@ -111,9 +121,9 @@ class LiteNet2(nn.Module):
         f8 = self.block8(self.block4(s2))
         f16 = self.block16(f8)
         f32 = self.block32(f16)
-        size = f8.shape[-2:]
-        up = lambda t: F.interpolate(t, size=size, mode="bilinear", align_corners=False)  # noqa: E731
-        return s2, self.fuse(self.lateral8(f8) + up(self.lateral16(f16)) + up(f32))
+        # top-down: stride 32 joins stride 16 there, then one upsampling to stride 8
+        g16 = self.lateral16(f16) + upsample(f32, f16.shape[-2:])
+        return s2, self.fuse(self.lateral8(f8) + upsample(g16, f8.shape[-2:]))
 
     def policy_logits(self, s2: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
         """Full-resolution logits ``[B, 1, H, W]`` from stem features and detached shared features.
@@ -137,8 +147,8 @@ class LiteNet2(nn.Module):
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         s2, shared = self.features(image)
-        return {
-            "descriptors": F.normalize(self.descriptor_head(shared), dim=1),
-            "matchability": torch.sigmoid(self.matchability_head(shared)),
-            "logits": self.policy_logits(s2, shared),
-        }
+        out = {"descriptors": F.normalize(self.descriptor_head(shared), dim=1)}
+        if self.with_matchability:
+            out["matchability"] = torch.sigmoid(self.matchability_head(shared))
+        out["logits"] = self.policy_logits(s2, shared)
+        return out
