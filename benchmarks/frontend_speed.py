@@ -1,7 +1,9 @@
-"""Front-end speed benchmark: ``python -m benchmarks.frontend_speed --data SEQ_DIR --methods sift,orb``.
+"""Front-end speed benchmark: ``python -m benchmarks.frontend_speed --data SEQUENCE --methods sift,orb``.
 
-Every method runs in one process on the same frames, decoded into memory first (a KITTI sequence
-folder reads ``image_0/``; any other folder its images in name order). Per method:
+Every method runs in one process on the same frames, decoded into memory first. ``--data`` takes
+every sequence ``traqpoint-vo --sequence`` takes (:func:`vo_app.sources.open_source`): a KITTI
+sequence folder (``image_0/``) or ``kitti/NN``, a TUM or EuRoC folder, a video file, a folder of
+images, or ``demo`` (the rendered sequence); no calibration is needed. Per method:
 
 1. warm-up: the first ``--warmup`` frames through the engine and a throw-away tracker (not timed);
 2. latency pass (live mode: :class:`~frontend.engine.ExtractionEngine`, batch 1, pipelined, then
@@ -17,13 +19,16 @@ folder reads ``image_0/``; any other folder its images in name order). Per metho
 
 The JSON adds two blocks beside the schema: ``profile`` (per method, mean ms of extract / match /
 verify / update / total per frame) and ``batches`` (per method, frames/s per batch size and mode).
-``--backend`` applies to TraqPoint networks (ONNX Runtime, TorchScript, ...; :mod:`frontend.backends`);
-the other methods run as they are, and ``config.methods.<name>.backend`` says what each one ran.
+``--backend`` applies to TraqPoint networks (ONNX Runtime, TorchScript, ...; :mod:`frontend.backends`)
+and ``--precision`` to networks that have one (:mod:`models.precision`); the other methods run as
+they are, and ``config.methods.<name>.backend`` / ``.precision`` say what each one ran. Every table
+printed ends with the machine line (CPU model, vector extensions, threads, GPU, precision).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import time
@@ -37,12 +42,12 @@ from matplotlib.ticker import FuncFormatter
 from tqdm import tqdm
 
 from frontend.backends import BackendNet, accelerate, add_backend_argument
-from frontend.demo import image_folder, list_images
 from frontend.engine import ExtractionEngine
 from frontend.tracker import Tracker
 from models.errors import BadInputError
-from models.image_io import read_image
+from models.machine import machine_line
 from models.traqpoint import TraqPoint
+from vo_app.sources import open_source
 
 from . import runner
 from .methods import Method
@@ -55,14 +60,19 @@ CUDA_BATCHES = (1, 8, 32)
 
 
 # -- inputs ---------------------------------------------------------------------------------------
-def load_frames(data: Path, count: int) -> list[np.ndarray]:
-    """The first ``count`` images of a KITTI sequence folder or an image folder, grey ``uint8``, in memory."""
-    root = runner.require_dir(data, "image data", "a KITTI sequence folder (image_0/) or a folder of images")
-    paths = list_images(image_folder(root))[:count]
-    frames = [read_image(p) for p in tqdm(paths, desc="load", unit="img", leave=False, disable=None)]
+def load_frames(data: str | os.PathLike, count: int) -> tuple[list[np.ndarray], str]:
+    """The first ``count`` grey ``uint8`` images of any ``traqpoint-vo`` sequence, in memory, and its name.
+
+    Calibration is not needed to time a front-end: folders and videos without one get a guessed K.
+    """
+    with open_source(data, allow_guess=True) as source:
+        frames = [
+            f.image for f in tqdm(itertools.islice(source, count), desc="load", unit="img", leave=False, disable=None)
+        ]
+        name = source.name
     if len(frames) < 2:
-        raise BadInputError(f"need at least 2 images in {image_folder(root)}, found {len(frames)}")
-    return frames
+        raise BadInputError(f"need at least 2 images in {data}, found {len(frames)}")
+    return frames, name
 
 
 def parse_batches(text: str | None, device: str) -> list[int]:
@@ -165,7 +175,11 @@ def measure(method: Method, frames: list[np.ndarray], args: argparse.Namespace, 
 
 # -- the benchmark --------------------------------------------------------------------------------
 def add_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="KITTI sequence folder or image folder")
+    parser.add_argument(
+        "--data",
+        default=str(DEFAULT_DATA),
+        help="any traqpoint-vo sequence: KITTI/TUM/EuRoC folder, kitti/NN, video, image folder or demo",
+    )
     parser.add_argument("--frames", type=int, default=50, help="frames to load and time (at least 2)")
     parser.add_argument("--warmup", type=int, default=3, help="frames run before timing (the first ones again)")
     parser.add_argument("--batch", default=None, help="batch sizes of the naive/pipelined sweep, e.g. 1,8,32")
@@ -178,7 +192,7 @@ def run(args: argparse.Namespace) -> runner.Outcome:
     if str(args.device).startswith("cuda") and not torch.cuda.is_available():
         raise BadInputError(f"--device {args.device}: CUDA is not available in this torch build")
     batches = parse_batches(args.batch, str(args.device))
-    frames = load_frames(args.data, args.frames)
+    frames, source_name = load_frames(args.data, args.frames)
     load_start = os.getloadavg()[0]
     methods = runner.methods_from_args(args)
     found = {}
@@ -186,6 +200,7 @@ def run(args: argparse.Namespace) -> runner.Outcome:
         found[m.name] = measure(m, frames, args, batches)
     h, w = frames[0].shape[:2]
     config = {
+        "source": source_name,
         "frames": len(frames),
         "warmup_frames": min(args.warmup, len(frames)),
         "image_size": f"{w}x{h}",
@@ -193,6 +208,7 @@ def run(args: argparse.Namespace) -> runner.Outcome:
         "device": str(args.device),
         "threads": torch.get_num_threads(),
         "backend_requested": args.backend,
+        "precision_requested": args.precision,
         "latency_pass": "ExtractionEngine batch 1, pipelined mode, then Tracker per frame; stats over frames 1..N-1",
         "tracker": dict(Tracker.default_conf),  # compile_matcher None: on with a method's compile backend
         "batch_sweep": batches,
@@ -219,6 +235,7 @@ def print_extras(result: dict) -> None:
         for name, sweep in result["batches"].items():
             cells = [f"b{b}: {r['naive']:.2f} / {r['pipelined']:.2f} ({r['speedup']:.2f}x)" for b, r in sweep.items()]
             print(f"{name:<16}" + "   ".join(cells))
+    print(machine_line(result["machine"], runner.precisions(result)))
 
 
 def plot(outcome: runner.Outcome, path: Path) -> None:

@@ -23,6 +23,7 @@ from models.base import Extractor
 from models.conventions import FEATURE_KEYS
 from models.errors import BadInputError
 from models.matchers import match_pair
+from models.precision import extractor_precision
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class Method:
         return {
             "num_keypoints": self.extractor.num_keypoints,
             "device": str(self.extractor.device),
+            "precision": extractor_precision(self.extractor),  # what ran: "n/a" for OpenCV methods
             "matcher": self.matcher,
             "matcher_kwargs": self.matcher_kwargs,
             "weights": self.weights,
@@ -125,14 +127,23 @@ class Method:
 
 
 def build_methods(
-    names: list[str], device: str = "cpu", num_keypoints: int = 2048, weights: dict[str, str] | None = None
+    names: list[str],
+    device: str = "cpu",
+    num_keypoints: int = 2048,
+    weights: dict[str, str] | None = None,
+    precision: str | None = None,
 ) -> list[Method]:
-    """Build every named method; those that fail to build come back with ``skipped`` set."""
+    """Build every named method; those that fail to build come back with ``skipped`` set.
+
+    ``precision`` goes to the methods that have one (:data:`models.factory.PRECISION_METHODS`).
+    """
     weights = weights or {}
     methods = []
     for name in names:
         try:
-            ext = models.build(name, weights=weights.get(name), device=device, num_keypoints=num_keypoints)
+            ext = models.build(
+                name, weights=weights.get(name), device=device, num_keypoints=num_keypoints, precision=precision
+            )
         except Exception as err:  # noqa: BLE001 - any build failure is reported, the other methods still run
             log.debug("building %s failed", name, exc_info=True)
             methods.append(Method(name, skipped=_one_line(err)))

@@ -9,7 +9,7 @@ one line on stderr and exit code 2.
 
 Result schema (DESIGN.md section 6)::
 
-    {"benchmark", "dataset", "created", "machine": {cpu, threads, gpu, torch},
+    {"benchmark", "dataset", "created", "machine": {cpu, vector_extensions, cpu_capability, threads, gpu, torch},
      "config": {...every setting that changes a number...},
      "methods": {name: {metric: value | null}},
      "skipped": {name: "one-line reason"},          # methods that could not be built
@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import os
-import platform
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +36,8 @@ import torch
 
 import models
 from models.errors import BadInputError, TraqPointError
+from models.machine import machine_info, machine_line
+from models.precision import add_precision_argument, check_precision
 
 from .cache import DEFAULT_CACHE, FeatureCache
 from .methods import Method, build_methods, parse_method_names, parse_weights
@@ -81,6 +82,7 @@ def add_common_args(parser: argparse.ArgumentParser, num_keypoints: int = 2048) 
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="feature cache folder (default: %(default)s)")
     parser.add_argument("--no-cache", action="store_true", help="extract into a temporary folder, keep nothing")
     parser.add_argument("--threads", type=int, help="CPU threads for torch and OpenCV (default: torch's default)")
+    add_precision_argument(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
@@ -97,28 +99,14 @@ def methods_from_args(args: argparse.Namespace) -> list[Method]:
     if args.num_kp <= 0:
         raise BadInputError(f"--num-kp must be positive, got {args.num_kp}")
     names = parse_method_names(args.methods)
-    return build_methods(names, device=args.device, num_keypoints=args.num_kp, weights=parse_weights(args.weights))
+    precision = check_precision(getattr(args, "precision", "auto"), args.device)  # before any build: one clear error
+    return build_methods(
+        names, device=args.device, num_keypoints=args.num_kp, weights=parse_weights(args.weights), precision=precision
+    )
 
 
 def cache_from_args(args: argparse.Namespace, benchmark: str) -> FeatureCache:
     return FeatureCache(None if args.no_cache else args.cache, benchmark)
-
-
-def cpu_name() -> str:
-    """The CPU model name (``/proc/cpuinfo`` on Linux, else :func:`platform.processor`)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_info() -> dict:
-    """The ``machine`` block of the result schema."""
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu_name(), "threads": torch.get_num_threads(), "gpu": gpu, "torch": torch.__version__}
 
 
 def make_result(
@@ -144,7 +132,7 @@ def make_result(
 
 
 TOP_KEYS = ("benchmark", "dataset", "created", "machine", "config", "methods", "skipped", "data")
-MACHINE_KEYS = ("cpu", "threads", "gpu", "torch")
+MACHINE_KEYS = ("cpu", "vector_extensions", "threads", "gpu", "torch")
 
 
 def validate_result(result: dict, keys: tuple[str, ...]) -> None:
@@ -216,6 +204,11 @@ def format_table(result: dict, keys: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
+def precisions(result: dict) -> dict[str, str]:
+    """``{method: precision it ran}`` from a result's ``config.methods`` (the machine line's last part)."""
+    return {n: m["precision"] for n, m in result.get("config", {}).get("methods", {}).items() if "precision" in m}
+
+
 def set_threads(threads: int | None) -> None:
     """Use ``threads`` CPU threads in torch and OpenCV (OpenCV follows torch when not given)."""
     if threads is not None:
@@ -245,6 +238,7 @@ def run_cli(spec: BenchmarkSpec, argv: list[str] | None = None) -> int:
     print(format_table(result, spec.keys))
     for key, value in result.get("data", {}).items():
         print(f"  {key}: {_cell(value)}")
+    print(machine_line(result["machine"], precisions(result)))
     if args.json:
         write_json(result, args.json)
         print(f"results: {args.json}")

@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 SHARED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights"
 LITE_WEIGHTS = PACKAGE_WEIGHTS / "traqpoint_lite.pt"
 METHODS = ("traqpoint-lite", "traqpoint-lite-ms", "traqpoint", "orb", "sift", "alike-t", "alike-n")
+PRECISION_METHODS = ("traqpoint-lite", "traqpoint-lite-ms", "traqpoint")  # extractors with a precision option
 PYRAMID = (1.0, 0.71, 0.5, 0.35)  # traqpoint-lite-ms: half-octave steps down to ~1/3 (zoom up to ~3x)
 
 
@@ -83,6 +84,7 @@ def build(
     name: str,
     weights: str | Path | None = None,
     device: str | torch.device = "cpu",
+    precision: str | None = None,
     **kwargs,
 ) -> Extractor:
     """Build an extractor by name.
@@ -93,6 +95,8 @@ def build(
             ``traqpoint-lite``, ``../shared/weights`` for ALIKE, ``third_party/`` for
             ``traqpoint``); ``"random"`` explicitly runs untrained TraqPoint networks.
         device: torch device for learned methods.
+        precision: network precision (:mod:`models.precision`) of the methods in
+            :data:`PRECISION_METHODS`; the others run as they are and ignore it (``None``: the default).
         **kwargs: extractor options, e.g. ``num_keypoints=1024``.
 
     Raises:
@@ -101,6 +105,8 @@ def build(
     """
     if name not in BUILDERS:
         raise BadInputError(f"unknown method {name!r}; available: {', '.join(METHODS)}")
+    if precision is not None and name in PRECISION_METHODS:
+        kwargs["precision"] = precision
     return BUILDERS[name](weights, str(device), **kwargs)
 
 

@@ -21,6 +21,8 @@ import sys
 from frontend.backends import add_backend_argument
 from models import METHODS
 from models.errors import TraqPointError
+from models.machine import machine_line
+from models.precision import add_precision_argument, check_precision, extractor_precision
 
 
 def parser() -> argparse.ArgumentParser:
@@ -48,6 +50,7 @@ def parser() -> argparse.ArgumentParser:
     feat.add_argument("--num-kp", type=int, default=1024, help="keypoints per frame (default %(default)s)")
     feat.add_argument("--device", default="cpu", help="torch device for learned methods, e.g. cuda")
     add_backend_argument(feat)
+    add_precision_argument(feat)
     vo = p.add_argument_group("odometry")
     vo.add_argument(
         "--scale",
@@ -81,7 +84,10 @@ def build_pipeline(args: argparse.Namespace):
     )
     has_gt = getattr(source, "gt_poses", None) is not None
     scale = args.scale or ("gt" if has_gt else "mono")
-    extractor = models.build(args.method, weights=args.weights, device=args.device, num_keypoints=args.num_kp)
+    precision = check_precision(args.precision, args.device)  # fp16 on the CPU: one clear error
+    extractor = models.build(
+        args.method, weights=args.weights, device=args.device, num_keypoints=args.num_kp, precision=precision
+    )
     odom = {"kf_parallax": args.kf_parallax} if args.kf_parallax else {}
     pipeline = VOPipeline(
         source,
@@ -147,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     print(f"{pipeline.extractor.name} on {source.name}: scale={pipeline.scale}")
     print_summary(metrics, args.out)
+    print(machine_line(precision=extractor_precision(pipeline.extractor)))
     return 0
 
 

@@ -52,12 +52,44 @@ def test_five_frames_orb_sift(tmp_path, capsys):
 
 
 def test_bad_data(tmp_path, capsys):
-    assert "image data not found" in _error(capsys, ["--data", str(tmp_path / "nowhere")])
+    assert "sequence not found" in _error(capsys, ["--data", str(tmp_path / "nowhere")])
     assert "no images" in _error(capsys, ["--data", str(tmp_path)])
     import cv2
 
     cv2.imwrite(str(tmp_path / "only.png"), np.zeros((32, 32), np.uint8))
     assert "at least 2 images" in _error(capsys, ["--data", str(tmp_path)])
+
+
+def test_unavailable_precision_is_one_clear_error(tmp_path, capsys):
+    assert "fp16 is a GPU precision" in _error(capsys, ["--data", "demo", "--precision", "fp16"])
+
+
+def test_every_vo_sequence_form_is_data(capsys, tmp_path):
+    """The rendered demo (no files at all) through the same resolver as traqpoint-vo; precision per method."""
+    out_json = tmp_path / "demo.json"
+    argv = ["--data", "demo", "--methods", "orb,traqpoint-lite", "--num-kp", "128", "--frames", "3", "--warmup", "0"]
+    argv += ["--threads", "1", "--precision", "fp32", "--weights", "traqpoint-lite=random", "--json", str(out_json)]
+    assert frontend_speed.main(argv) == 0
+    printed = capsys.readouterr().out
+    result = json.loads(out_json.read_text())
+    assert result["config"]["source"].startswith("demo") and result["config"]["image_size"] == "640x480"
+    assert result["config"]["precision_requested"] == "fp32"
+    methods = result["config"]["methods"]
+    assert methods["orb"]["precision"] == "n/a" and methods["traqpoint-lite"]["precision"] == "fp32"
+    machine = result["machine"]
+    assert machine["vector_extensions"] == runner.machine_info()["vector_extensions"] and machine["threads"] == 1
+    line = [ln for ln in printed.splitlines() if ln.startswith("machine: ")]
+    assert len(line) == 2 and line[-1].endswith("precision orb=n/a traqpoint-lite=fp32")  # under both tables
+    assert "| 1 threads |" in line[-1]
+
+
+@needs_data
+def test_tum_folder_is_data(capsys):
+    tum = DATA / "tum_fr2_desk"
+    if not (tum / "rgb.txt").is_file():
+        pytest.skip(f"shared TUM sequence not available: {tum}")
+    assert frontend_speed.main(["--data", str(tum), "--methods", "orb", "--frames", "2", "--warmup", "0"]) == 0
+    assert "frontend_speed on" in capsys.readouterr().out
 
 
 def test_bad_flags(tmp_path, capsys):
