@@ -11,8 +11,8 @@ semantics (dense descriptors + matchability at stride 8, a policy logit for ever
 - **backbone**: strides 4/8/16/32 with channels 16/32/96/192 (v1: 24/64/128/192); the wide
   stages are depthwise-separable; fused top-down (32 -> 16 -> 8) by 1x1 laterals and a
   depthwise 3x3 whose pointwise half is the descriptor head (v1: a dense 3x3, 276 MMAC alone).
-- **policy head**: one 3x3 convolution on the stem's stride-2 features gives 4 logits per 2x2
-  block (one per pixel phase; 7x7 px receptive field), pixel-shuffled to full resolution, plus a region-level context
+- **policy head**: a depthwise-separable 3x3 on the stem's stride-2 features gives 4 logits per
+  2x2 block (one per pixel phase; 7x7 px receptive field), pixel-shuffled to full resolution, plus a region-level context
   logit from the detached shared features (bilinear to stride 2). Keypoints stay pixel precise;
   the per-phase weights can only express a bias with period 2 px, which the track-aware reward
   penalises (a warped point lands on any phase).
@@ -49,6 +49,16 @@ def standardise(image: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
 def upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize of ``[B, C, h, w]`` to ``size`` (half-pixel centres)."""
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def phases_to_pixels(x: torch.Tensor) -> torch.Tensor:
+    """``[B, 4, h, w]`` (channel ``2 * dy + dx`` = pixel ``(2i + dy, 2j + dx)``) -> ``[B, 1, 2h, 2w]``.
+
+    ``F.pixel_shuffle(x, 2)`` as one permuted copy, ~3x faster on the CPU than its kernel for a
+    channels-last input (measured at 1248x384).
+    """
+    b, _, h, w = x.shape
+    return x.view(b, 2, 2, h, w).permute(0, 3, 1, 4, 2).reshape(b, 1, 2 * h, 2 * w)
 
 
 class LiteNet2(nn.Module):
@@ -91,7 +101,11 @@ class LiteNet2(nn.Module):
         self.descriptor_head = nn.Conv2d(f, d, 1)
         self.matchability_head = nn.Sequential(conv_bn(f, 16, k=1), nn.Conv2d(16, 1, 1))
         # policy: pixel-precise term from the stem (4 phases of each 2x2 block) + coarse context
-        self.pixel_embed = nn.Conv2d(c2, 4, 3, padding=1)  # 7x7 px receptive field with the stem
+        # depthwise 3x3 + ReLU + pointwise to the 4 phases: 7x7 px receptive field with the stem, half
+        # the time of a dense 3x3 (0.76 vs 1.54 ms at 1248x384, whose 4 output channels oneDNN runs slowly)
+        self.pixel_embed = nn.Sequential(
+            nn.Conv2d(c2, c2, 3, padding=1, groups=c2), nn.ReLU(inplace=True), nn.Conv2d(c2, 4, 1)
+        )
         self.policy_head = nn.Sequential(nn.Conv2d(f, q, 1), nn.ReLU(inplace=True), nn.Conv2d(q, 1, 1))
 
     @staticmethod
@@ -135,7 +149,7 @@ class LiteNet2(nn.Module):
             s2, shared = s2.detach().float(), shared.detach().float()
             coarse = self.policy_head(shared)  # region-level preference at stride 8
             up = F.interpolate(coarse, size=s2.shape[-2:], mode="bilinear", align_corners=False)
-            return F.pixel_shuffle(self.pixel_embed(s2) + up, 2)
+            return phases_to_pixels(self.pixel_embed(s2) + up)
 
     def describe(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """Stage-1 outputs only (descriptors, matchability), skipping the policy head."""

@@ -80,6 +80,8 @@ class TraqPoint(Extractor):
         self.descriptor_dim = int(getattr(net, "descriptor_dim", None) or net.conf["descriptor_dim"])
         self.pad_multiple = int(getattr(net, "pad_multiple", 32))
         self.precision = resolve_precision(precision, self.device)
+        if detector == "policy" and hasattr(self.net, "with_matchability"):
+            self.net.with_matchability = False  # detecting with the policy: skip the unused matchability head
         self.scales = tuple(float(x) for x in scales)
         if not self.scales or any(not 0.05 <= x <= 4.0 for x in self.scales):
             raise ValueError(f"scales must be a non-empty list of factors in [0.05, 4], got {scales!r}")

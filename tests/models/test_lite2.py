@@ -1,0 +1,102 @@
+"""traqpoint-lite v2 (``models.lite2``): shapes, exact inference rewrites, shipped weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import models
+from models.fusion import prepare_for_inference
+from models.lite2 import LiteNet2, phases_to_pixels, standardise
+from models.weights_io import load_checkpoint
+from tests.conftest import shared_path
+
+LITE_WEIGHTS = models.factory.LITE_WEIGHTS
+
+
+def randomised() -> LiteNet2:
+    """A LiteNet2 with non-trivial BatchNorm statistics (so folding has work to do)."""
+    torch.manual_seed(0)
+    net = LiteNet2().eval()
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    return net
+
+
+@pytest.mark.parametrize("hw", [(64, 96), (96, 160)])
+def test_shapes(hw):
+    out = LiteNet2().eval()(torch.rand(2, 1, *hw))
+    h, w = hw
+    assert out["descriptors"].shape == (2, 64, h // 8, w // 8)
+    assert out["matchability"].shape == (2, 1, h // 8, w // 8)
+    assert out["logits"].shape == (2, 1, h, w)
+    torch.testing.assert_close(out["descriptors"].norm(dim=1), torch.ones(2, h // 8, w // 8))
+
+
+def test_phases_to_pixels_is_pixel_shuffle():
+    x = torch.randn(2, 4, 5, 7)
+    assert torch.equal(phases_to_pixels(x), F.pixel_shuffle(x, 2))
+    xcl = x.contiguous(memory_format=torch.channels_last)
+    assert torch.equal(phases_to_pixels(xcl), F.pixel_shuffle(x, 2))
+
+
+def test_standardise_matches_instance_norm_on_a_smooth_image():
+    y, x = torch.meshgrid(torch.arange(64.0), torch.arange(96.0), indexing="ij")
+    img = (0.3 + 0.2 * torch.sin(x / 7) * torch.cos(y / 5))[None, None]
+    torch.testing.assert_close(standardise(img), F.instance_norm(img, eps=1e-5), atol=0.05, rtol=0.05)
+
+
+def test_folded_channels_last_matches_and_matchability_can_be_skipped():
+    x = torch.rand(1, 1, 64, 96)
+    with torch.inference_mode():
+        ref = randomised()(x)
+        fast = prepare_for_inference(randomised())
+        got = fast(x.contiguous(memory_format=torch.channels_last))
+        fast.with_matchability = False
+        lean = fast(x)
+    for key in ("descriptors", "matchability", "logits"):
+        torch.testing.assert_close(got[key], ref[key], atol=2e-4, rtol=1e-4)
+    assert "matchability" not in lean
+    torch.testing.assert_close(lean["logits"], ref["logits"], atol=2e-4, rtol=1e-4)
+
+
+def test_policy_is_fp32_under_bf16_autocast():
+    net = randomised()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(torch.rand(1, 1, 64, 96))
+    assert out["logits"].dtype == torch.float32
+
+
+def test_conf_round_trips_through_a_state_dict():
+    net = LiteNet2(dims=(8, 16, 24, 64, 128), context_dim=16)
+    state = net.state_dict()
+    assert LiteNet2.fits_state(state)
+    again = LiteNet2(**LiteNet2.conf_from_state(state))
+    again.load_state_dict(state)
+
+
+def test_policy_parameters_are_only_the_policy_heads():
+    net = LiteNet2()
+    policy = {id(p) for p in net.policy_parameters()}
+    names = [n for n, p in net.named_parameters() if id(p) in policy]
+    assert names and all(n.startswith(("pixel_embed.", "policy_head.")) for n in names)
+
+
+def test_shipped_weights_load_and_detect_on_a_real_frame():
+    state = load_checkpoint(LITE_WEIGHTS)
+    if not LiteNet2.fits_state(state):
+        pytest.skip("the shipped traqpoint-lite weights are not v2 yet")
+    from models.image_io import read_image
+
+    img = read_image(shared_path("kitti_mini", "sequences", "06", "image_0", "000010.png"))
+    ext = models.build("traqpoint-lite", num_keypoints=1024, precision="fp32")
+    assert isinstance(ext.net, LiteNet2)
+    feats = ext.extract(torch.from_numpy(img).float()[None, None] / 255)[0]
+    kp = feats["keypoints"]
+    assert len(kp) == 1024 and torch.isfinite(feats["descriptors"]).all()
+    # spread over the frame, not clustered: keypoints occupy many cells of a 16x16 grid
+    cells = ((kp[:, 1] / img.shape[0] * 16).long() * 16 + (kp[:, 0] / img.shape[1] * 16).long()).unique()
+    assert len(cells) > 120
