@@ -12,10 +12,10 @@ semantics (dense descriptors + matchability at stride 8, a policy logit for ever
   stages are depthwise-separable; fused top-down (32 -> 16 -> 8) by 1x1 laterals and a
   depthwise 3x3 whose pointwise half is the descriptor head (v1: a dense 3x3, 276 MMAC alone).
 - **policy head**: a depthwise-separable 3x3 on the stem's stride-2 features gives 4 logits per
-  2x2 block (one per pixel phase; 7x7 px receptive field), pixel-shuffled to full resolution, plus a region-level context
-  logit from the detached shared features (bilinear to stride 2). Keypoints stay pixel precise;
-  the per-phase weights can only express a bias with period 2 px, which the track-aware reward
-  penalises (a warped point lands on any phase).
+  2x2 block (one per pixel phase; 7x7 px receptive field), pixel-shuffled to full resolution,
+  plus a region-level context logit from the detached shared features (bilinear to stride 2).
+  Keypoints stay pixel precise; the per-phase weights can only express a bias with period 2 px,
+  which the track-aware reward penalises (a warped point lands on any phase).
 """
 
 from __future__ import annotations
