@@ -19,7 +19,33 @@ def read_image(path: str | Path, grey: bool = True) -> np.ndarray:
     img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_COLOR)
     if img is None or img.size == 0:
         raise BadInputError(f"cannot decode image (corrupt or not an image): {path}")
+    if truncated_jpeg(path):
+        raise BadInputError(f"JPEG file is truncated (cut short, e.g. an interrupted copy): {path}")
     return img if grey else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def truncated_jpeg(path: str | Path) -> bool:
+    """True for a JPEG whose data stops before its end-of-image marker.
+
+    OpenCV decodes such a file without an error (the missing rows come out grey), so it would be
+    used silently. Fast path: the file ends with the ``FF D9`` marker (trailing padding allowed).
+    Otherwise (data appended after the image, or a cut) Pillow decodes it to tell which.
+    """
+    with open(path, "rb") as fh:
+        if fh.read(2) != b"\xff\xd8":  # not a JPEG
+            return False
+        fh.seek(0, 2)
+        fh.seek(max(0, fh.tell() - 64))
+        if fh.read().rstrip(b"\x00\r\n\t ").endswith(b"\xff\xd9"):
+            return False
+    from PIL import Image  # matplotlib's dependency; only for the rare JPEG without a final marker
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+    except OSError:
+        return True
+    return False
 
 
 def check_image(image: np.ndarray) -> np.ndarray:
