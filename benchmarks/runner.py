@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 import models
+from models.arguments import check_count, check_device, writable_file
 from models.errors import BadInputError, TraqPointError
 from models.machine import machine_info, machine_line
 from models.precision import add_precision_argument, check_precision
@@ -103,6 +104,17 @@ def methods_from_args(args: argparse.Namespace) -> list[Method]:
     return build_methods(
         names, device=args.device, num_keypoints=args.num_kp, weights=parse_weights(args.weights), precision=precision
     )
+
+
+def check_common_args(args: argparse.Namespace) -> None:
+    """Refuse bad common flags before anything runs; probe ``--json`` / ``--plot`` (never lose a run at the end)."""
+    check_count(args.num_kp, "--num-kp")
+    check_count(args.threads, "--threads")
+    check_device(args.device)
+    if args.json:
+        writable_file(args.json, "--json", (".json",))
+    if args.plot:
+        writable_file(args.plot, "--plot", (".png", ".pdf", ".svg", ".jpg"))
 
 
 def cache_from_args(args: argparse.Namespace, benchmark: str) -> FeatureCache:
@@ -224,8 +236,12 @@ def run_cli(spec: BenchmarkSpec, argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         parse_method_names(args.methods)
+        check_common_args(args)
         set_threads(args.threads)
         outcome = spec.run(args)
+        if not outcome.result["methods"]:  # nothing to report is a failure, not an empty table
+            reasons = "; ".join(f"{n}: {r}" for n, r in outcome.result.get("skipped", {}).items())
+            raise BadInputError(f"no method could be evaluated ({reasons or 'none was run'})")
     except TraqPointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

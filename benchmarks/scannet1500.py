@@ -4,25 +4,29 @@ Data (``--root``, default ``../shared/data/scannet1500``), the layout of LoFTR's
 ``test.npz`` (``name [1500, 4]`` = scene, sub-scene, frame0, frame1; ``rel_pose [1500, 12]`` = top
 3x4 of ``T_0to1`` row-major), ``intrinsics.npz`` (key ``scene<NNNN_NN>`` -> 3x3 for 640x480 images) and
 ``scene<NNNN_NN>/color/<frame>.jpg``. Images are resized to 640x480 (the raw 1296x968 colour frames
-too), where the intrinsics hold. Pairs whose images are missing are skipped and counted.
+too), where the intrinsics hold. Pairs whose images are missing or truncated JPEGs are skipped and counted.
 Metrics: AUC@5/10/20 deg (percent), pairs, mean matches, mean RANSAC inliers.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from models.errors import BadInputError, MissingFileError
+from models.image_io import truncated_jpeg
 
 from . import relpose, runner
 from .images import Resize
 
 NAME = "scannet1500"
 IMAGE_SIZE = (640, 480)  # (width, height) the official intrinsics refer to
+log = logging.getLogger(__name__)
 LAYOUT = "expected LoFTR's ScanNet-1500 layout: test.npz, intrinsics.npz, scene<NNNN_NN>/color/<frame>.jpg"
 
 
@@ -32,8 +36,8 @@ def _load_npz(path: Path) -> dict:
     try:
         with np.load(path) as z:
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError) as err:
-        raise BadInputError(f"cannot read {path}: {err}") from None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:  # truncated or not an npz at all
+        raise BadInputError(f"cannot read {path} ({type(err).__name__}: {err}); re-download it ({LAYOUT})") from None
 
 
 def load_pairs(root: Path) -> list[relpose.PosePair]:
@@ -61,13 +65,28 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     relpose.add_ransac_args(parser)
 
 
+def split_intact(pairs: list[relpose.PosePair]) -> tuple[list[relpose.PosePair], list[Path]]:
+    """Pairs whose two JPEGs are complete, and the truncated files (logged; their pairs are skipped)."""
+    images = {p for pair in pairs for p in (pair.image0, pair.image1)}
+    broken = sorted(p for p in images if truncated_jpeg(p))
+    for path in broken:
+        log.warning("skipping the pairs of a truncated JPEG: %s", path)
+    bad = set(broken)
+    return [p for p in pairs if p.image0 not in bad and p.image1 not in bad], broken
+
+
 def run(args: argparse.Namespace) -> runner.Outcome:
     listed = load_pairs(args.root)
     pairs, skipped = relpose.split_available(listed)
+    pairs, truncated = split_intact(pairs)
     if not pairs:
-        raise MissingFileError(f"none of the {len(listed)} pairs of {args.root / 'test.npz'} has its images ({LAYOUT})")
+        raise MissingFileError(f"none of the {len(listed)} pairs of {args.root / 'test.npz'} has its two images "
+                               f"({skipped} with a missing image, the others with a truncated JPEG; {LAYOUT})")
     resize = Resize("exact", width=IMAGE_SIZE[0], height=IMAGE_SIZE[1])
-    return relpose.run_pose_benchmark(NAME, args, args.root, listed, pairs, skipped, resize, {})
+    outcome = relpose.run_pose_benchmark(NAME, args, args.root, listed, pairs, skipped, resize, {})
+    outcome.result["data"]["pairs_skipped_truncated_images"] = len(listed) - skipped - len(pairs)
+    outcome.result["data"]["truncated_images"] = [str(p.relative_to(args.root)) for p in truncated]
+    return outcome
 
 
 SPEC = runner.BenchmarkSpec(NAME, __doc__.splitlines()[0], relpose.KEYS, run, add_args, relpose.error_plot(NAME))
