@@ -140,7 +140,7 @@ class Run:
 
     metrics: dict
     poses: np.ndarray  # [N, 4, 4] estimated T_world_cam
-    gt: np.ndarray | None  # [N, 4, 4] ground truth of the same frames (None without it)
+    gt: np.ndarray | None  # [N, 4, 4] ground truth of the same frames, NaN rows where unknown (None without any)
     indices: np.ndarray  # [N] frame indices
     backend: str  # what the network ran on (frontend.backends), "opencv" for OpenCV methods
 
@@ -159,14 +159,19 @@ def run_method(method: Method, frames, args: argparse.Namespace) -> Run:
         bar.set_postfix(fps=f"{step.fps:.1f}", tracks=step.stats["active"], refresh=False)
     found = pipe.metrics()
     s = pipe.summary
-    have_gt = all(g is not None for g in s.gt) and len(s.gt) > 0
+    known = [g is not None for g in s.gt]  # frames without ground truth (NaN rows) get NaN rows here too
     return Run(
         metrics={k: found.get(k) for k in KEYS},
         poses=np.stack(s.poses) if s.poses else np.zeros((0, 4, 4)),
-        gt=np.stack(s.gt) if have_gt else None,
+        gt=np.stack([g if ok else np.full((4, 4), np.nan) for g, ok in zip(s.gt, known)]) if any(known) else None,
         indices=np.asarray(s.indices),
         backend=backend_ran(pipe.engine.extractor),
     )
+
+
+def known_rows(gt: np.ndarray) -> np.ndarray:
+    """``[N]`` mask of the ground-truth rows that are known (frames without one are NaN)."""
+    return np.isfinite(gt.reshape(len(gt), -1)).all(1)
 
 
 def aligned_positions(gt: np.ndarray, est: np.ndarray, align: str) -> np.ndarray:
@@ -220,7 +225,8 @@ def run(args: argparse.Namespace) -> runner.Outcome:
         "frames_evaluated": max((len(r.poses) for r in runs.values()), default=0),
         "frames_skipped_unreadable": int(frames.skipped),
         "ground_truth": source.gt_poses is not None,
-        "gt_path_length_m": path_length(gt) if gt is not None else None,
+        "gt_path_length_m": path_length(gt[known_rows(gt)]) if gt is not None else None,
+        "frames_without_gt": int((~known_rows(gt)).sum()) if gt is not None else None,  # odometry bridged them
         "trajectories": write_trajectories(args.json, runs) if args.json and runs else None,
     }
     result = runner.make_result(
@@ -263,13 +269,14 @@ def plot(outcome: runner.Outcome, path: Path) -> None:
     top, err = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     gt = next((r.gt for r in runs.values() if r.gt is not None), None)
     if gt is not None:
-        top.plot(gt[:, 0, 3], gt[:, 2, 3], color="black", lw=2, label="ground truth")
+        top.plot(gt[:, 0, 3], gt[:, 2, 3], color="black", lw=2, label="ground truth")  # NaN rows leave gaps
     for name, r in runs.items():
-        if r.gt is None or len(r.poses) < 3:
+        ok = known_rows(r.gt) if r.gt is not None else None
+        if ok is None or ok.sum() < 3:
             xyz = r.poses[:, :3, 3]
         else:
-            xyz = aligned_positions(r.gt, r.poses, align)
-            err.plot(r.indices, np.linalg.norm(xyz - r.gt[:, :3, 3], axis=1), label=name)
+            xyz = aligned_positions(r.gt[ok], r.poses[ok], align)
+            err.plot(r.indices[ok], np.linalg.norm(xyz - r.gt[ok, :3, 3], axis=1), label=name)
         top.plot(xyz[:, 0], xyz[:, 2], label=name)
     top.set(xlabel="x (m)", ylabel="z (m)", title=f"KITTI {outcome.plot_data['sequence']}: top view ({align} aligned)")
     top.set_aspect("equal", adjustable="datalim")
