@@ -17,12 +17,16 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 
 from frontend.backends import add_backend_argument
 from models import METHODS
-from models.errors import TraqPointError
+from models.arguments import check_count, check_device, writable_dir, writable_file
+from models.errors import BadInputError, TraqPointError
 from models.machine import machine_line
 from models.precision import add_precision_argument, check_precision, extractor_precision
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov")  # containers OpenCV writes mp4v into
 
 
 def parser() -> argparse.ArgumentParser:
@@ -69,14 +73,27 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse bad values before anything is loaded or run; create and probe the output paths."""
+    if (args.sequence is None) == (args.webcam is None):
+        raise BadInputError("give exactly one of --sequence or --webcam (try --sequence demo)")
+    check_count(args.webcam, "--webcam", minimum=0)
+    check_count(args.num_kp, "--num-kp")
+    check_count(args.max_frames, "--max-frames")
+    if args.kf_parallax is not None and not args.kf_parallax > 0:  # also refuses NaN
+        raise BadInputError(f"--kf-parallax must be a positive number of pixels, got {args.kf_parallax}")
+    check_device(args.device)
+    writable_dir(args.out, "--out")
+    if args.video:
+        writable_file(args.video, "--video", VIDEO_SUFFIXES)
+
+
 def build_pipeline(args: argparse.Namespace):
     """Open the source, build the extractor and the VO pipeline from parsed arguments."""
     import models
     from vo_app.pipeline import VOPipeline
     from vo_app.sources import open_source
 
-    if (args.sequence is None) == (args.webcam is None):
-        raise TraqPointError("give exactly one of --sequence or --webcam (try --sequence demo)")
     spec = f"webcam:{args.webcam}" if args.webcam is not None else args.sequence
     live = args.webcam is not None
     source = open_source(
@@ -88,7 +105,7 @@ def build_pipeline(args: argparse.Namespace):
     extractor = models.build(
         args.method, weights=args.weights, device=args.device, num_keypoints=args.num_kp, precision=precision
     )
-    odom = {"kf_parallax": args.kf_parallax} if args.kf_parallax else {}
+    odom = {"kf_parallax": args.kf_parallax} if args.kf_parallax is not None else {}
     pipeline = VOPipeline(
         source,
         extractor,
@@ -124,12 +141,28 @@ def print_summary(metrics: dict, out: str) -> None:
     print(f"outputs written to {out}/ (trajectory_kitti.txt, trajectory_tum.txt, stats.csv, results.json)")
 
 
+def check_result(metrics: dict, source_name: str, args: argparse.Namespace) -> None:
+    """Refuse to call a run a success when its trajectory is garbage (outputs are already written)."""
+    frames = metrics.get("frames", 0)
+    if frames == 0:
+        raise BadInputError(f"no frame of {source_name} could be processed ({metrics.get('skipped_frames', 0)} "
+                            "unreadable); check the input")
+    if metrics.get("frames_without_keypoints") == frames:
+        raise BadInputError(f"{args.method} found no keypoint on any of the {frames} frames of {source_name}: "
+                            "check --weights (NaN or untrained?), --num-kp and the images")
+    if frames >= 3 and metrics.get("tracking_failures", 0) >= frames - 1:
+        raise BadInputError(f"tracking was lost on every frame of {source_name}: the trajectory is meaningless; "
+                            "check the calibration and the images")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    interrupted = False
     try:
+        check_args(args)
         if not args.headless:
             from vo_app.viewer import check_display
 
@@ -138,23 +171,40 @@ def main(argv: list[str] | None = None) -> int:
         if args.headless:
             from vo_app.headless import run_headless
 
-            metrics = run_headless(pipeline, args.out, video=args.video, export_ply=args.export_ply)
+            metrics, interrupted = run_headless(pipeline, args.out, video=args.video, export_ply=args.export_ply)
         else:
             from vo_app.viewer import run_viewer
 
             metrics = run_viewer(
                 pipeline, args.out, video=args.video, export_ply=args.export_ply, use_gl=False if args.no_gl else None
             )
+        if not interrupted:
+            check_result(metrics, source.name, args)
     except TraqPointError as err:
-        print(f"traqpoint-vo: error: {err}", file=sys.stderr)
-        return 2
+        return fail(str(err), args.verbose, code=2)
     except KeyboardInterrupt:
         print("traqpoint-vo: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:  # disk full, a file vanished under us, ...
+        return fail(f"{err.filename or ''} {err.strerror or err}".strip(), args.verbose, code=1)
+    except Exception as err:  # noqa: BLE001 - a bug: one line, the traceback with -v
+        return fail(f"internal error {type(err).__name__}: {err} (rerun with -v for the traceback)", args.verbose, 1)
     print(f"{pipeline.extractor.name} on {source.name}: scale={pipeline.scale}")
     print_summary(metrics, args.out)
     print(machine_line(precision=extractor_precision(pipeline.extractor)))
+    if interrupted:
+        print(f"traqpoint-vo: interrupted after {metrics.get('frames', 0)} frames; partial outputs in {args.out}/",
+              file=sys.stderr)
+        return 130
     return 0
+
+
+def fail(message: str, verbose: bool, code: int) -> int:
+    """Print one error line (and, with ``-v``, the traceback); return the exit code."""
+    if verbose:
+        traceback.print_exc()
+    print(f"traqpoint-vo: error: {message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -32,13 +32,21 @@ class TrackVideo:
             self.writer.release()
 
 
-def run_headless(pipeline, out: str | Path, video: str | None = None, export_ply: bool = False) -> dict:
-    """Run to the end (Ctrl-C stops early and still writes the outputs); return the metrics."""
+def run_headless(
+    pipeline, out: str | Path, video: str | None = None, export_ply: bool = False
+) -> tuple[dict, bool]:
+    """Run to the end and write the outputs; return ``(metrics, interrupted)``.
+
+    Ctrl-C stops early and still writes every output; ``results.json`` then says
+    ``"partial": true`` and ``"ended": "interrupted (Ctrl-C)"`` (the caller exits with 130).
+    A live source that stops delivering frames ends the run the same way, with its reason.
+    """
     total = pipeline.source.num_frames
     if pipeline.max_frames is not None and total is not None:
         total = min(total, pipeline.max_frames)
     writer = TrackVideo(video) if video else None
     bar = tqdm(total=total, desc=f"VO {pipeline.extractor.name}", unit="frame", dynamic_ncols=True)
+    interrupted = False
     try:
         for step in pipeline.run():
             if writer:
@@ -46,9 +54,23 @@ def run_headless(pipeline, out: str | Path, video: str | None = None, export_ply
             bar.update(1)
             bar.set_postfix(fps=f"{step.fps:.1f}", tracks=step.stats["active"], kf=pipeline.odometry.keyframes)
     except KeyboardInterrupt:
-        pass
+        interrupted = True
     finally:
         bar.close()
         if writer:
             writer.close()
-    return pipeline.write_outputs(out, export_ply=export_ply)
+    metrics = pipeline.write_outputs(out, export_ply=export_ply, extra=run_end(pipeline, interrupted))
+    return metrics, interrupted
+
+
+def run_end(pipeline, interrupted: bool) -> dict:
+    """The ``partial`` / ``ended`` keys of ``results.json`` (why the run stopped), plus live-source stalls."""
+    source = pipeline.source
+    extra = {"stalls": source.stalls} if hasattr(source, "stalls") else {}
+    if interrupted:
+        return {"partial": True, "ended": "interrupted (Ctrl-C)", **extra}
+    if getattr(source, "stop_reason", None):  # a live source that stopped delivering: its whole stream
+        return {"partial": False, "ended": source.stop_reason, **extra}
+    if pipeline.max_frames is not None and len(pipeline.summary.rows) >= pipeline.max_frames:
+        return {"partial": False, "ended": f"--max-frames {pipeline.max_frames} reached", **extra}
+    return {"partial": False, "ended": "end of input", **extra}

@@ -85,7 +85,7 @@ class Source(ABC):
     name: str = "source"
     K: np.ndarray
     image_size: tuple[int, int]  # (width, height)
-    gt_poses: np.ndarray | None = None  # [N, 4, 4] T_world_cam; NaN rows where unknown
+    gt_poses: np.ndarray | None = None  # [N, 4, 4] T_world_cam; NaN rows where unknown (pose_at gives None)
     calibrated: bool = True  # False when K is a guess (tracks only, no metric VO)
     is_live: bool = False
 
@@ -124,7 +124,18 @@ class Source(ABC):
         if self.gt_poses is None or not 0 <= index < len(self.gt_poses):
             return None
         pose = self.gt_poses[index]
-        return None if np.isnan(pose).any() else pose
+        return pose if np.isfinite(pose).all() else None
+
+    @property
+    def frames_without_gt(self) -> int:
+        """Frames whose ground-truth row is unknown (NaN/inf: a bad row, or no pose near its time); 0 without GT.
+
+        The sources yield ``pose=None`` for them (logged once when the ground truth is read); the
+        odometry then carries the last known motion over them.
+        """
+        if self.gt_poses is None:
+            return 0
+        return int((~np.isfinite(self.gt_poses.reshape(len(self.gt_poses), -1)).all(1)).sum())
 
     def close(self) -> None:  # noqa: B027 - a deliberate no-op default, overridden by live sources
         """Release devices and files (no-op for file-based sources)."""

@@ -23,6 +23,7 @@ from models.errors import BadInputError, MissingFileError
 from models.image_io import read_image
 
 from .base import ImageFileSource, readonly
+from .calib import check_K
 from .poses import kitti_poses, read_table
 
 log = logging.getLogger(__name__)
@@ -82,9 +83,15 @@ class KittiSource(ImageFileSource):
         self.gt_poses = self._read_poses(Path(poses) if poses else default_poses)
 
     def _projection(self, calib: dict[str, np.ndarray], key: str) -> np.ndarray:
+        """The checked 3x4 matrix ``key``: finite, positive focal lengths (a NaN or negative P0 is refused)."""
+        path = self.root / "calib.txt"
         if key not in calib:
-            raise BadInputError(f"{self.root / 'calib.txt'}: no {key} line (3x4 projection matrix)")
-        return calib[key]
+            raise BadInputError(f"{path}: no {key} line (3x4 projection matrix)")
+        P = calib[key]
+        check_K(P[:, :3], f"{path} {key}")
+        if not np.isfinite(P).all():
+            raise BadInputError(f"calibration {path} {key}: the translation column holds NaN or inf")
+        return P
 
     def _read_times(self) -> np.ndarray:
         path = self.root / "times.txt"
@@ -106,7 +113,13 @@ class KittiSource(ImageFileSource):
         if len(poses) > len(self.paths):
             log.warning("%s: %d ground-truth poses for %d images; using the first ones", self.name, len(poses),
                         len(self.paths))
-        return readonly(poses[: len(self.paths)])
+        poses = poses[: len(self.paths)]
+        bad = np.flatnonzero(~np.isfinite(poses.reshape(len(poses), -1)).all(1))
+        if len(bad):
+            poses[bad] = np.nan  # pose_at() gives None for these frames
+            log.warning("%s: %d of %d ground-truth poses in %s are NaN or inf (first: frame %d); those frames "
+                        "have no ground truth", self.name, len(bad), len(poses), path, bad[0])
+        return readonly(poses)
 
     @property
     def stereo_baseline(self) -> float:

@@ -1,7 +1,9 @@
 """A live camera, ``cv2.VideoCapture(index)``; intrinsics from ``--calib`` (required for VO).
 
 A camera that stops delivering frames (unplugged, taken by another program) ends the
-iteration cleanly after ``stall_s`` seconds of failed reads, with a logged warning.
+iteration cleanly after ``stall_s`` seconds of failed reads, with a logged warning and the
+reason in ``source.stop_reason``. Shorter stalls are waited out, logged and counted in
+``source.stalls``; frames of the wrong size are skipped and counted in ``source.skipped``.
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ class WebcamSource(Source):
         self.K = readonly(K)
         self._t0 = time.monotonic()
         self._index = 0
+        self.stalls = 0  # interruptions of the stream that ended by themselves
+        self.stop_reason: str | None = None  # why the stream ended, when the camera did it
 
     def _size_from_first_frame(self) -> tuple[int, int]:
         deadline = time.monotonic() + self.stall_s
@@ -88,19 +92,28 @@ class WebcamSource(Source):
         raise MissingFileError(f"webcam {self.index} opened but delivered no frame within {self.stall_s:.1f} s")
 
     def _frames(self) -> Iterator[SourceFrame]:
-        failing_since = None
+        failing_since, read_failed = None, False
         while self.cap is not None:
             ok, bgr = self.cap.read()
-            if not ok or bgr is None or (bgr.shape[1], bgr.shape[0]) != self.image_size:
+            wrong_size = ok and bgr is not None and (bgr.shape[1], bgr.shape[0]) != self.image_size
+            if wrong_size:
+                self._skip(f"frame {self._index}", ValueError(f"size {bgr.shape[1]}x{bgr.shape[0]} changed"))
+            if not ok or bgr is None or wrong_size:  # no usable frame: a stall, or the end after stall_s
                 now = time.monotonic()
                 failing_since = failing_since or now
+                read_failed = read_failed or not wrong_size
                 if now - failing_since > self.stall_s:
-                    log.warning("%s: no frame for %.1f s (camera disconnected?); stopping", self.name, self.stall_s)
+                    self.stop_reason = f"{self.name}: no frame for {self.stall_s:.1f} s (camera disconnected?)"
+                    log.warning("%s; stopping", self.stop_reason)
                     self.close()
                     return
                 time.sleep(0.01)
                 continue
-            failing_since = None
+            if read_failed:
+                self.stalls += 1
+                log.warning("%s: frames resumed after %.2f s without one (stall %d)", self.name,
+                            time.monotonic() - failing_since, self.stalls)
+            failing_since, read_failed = None, False
             grey, rgb = split_bgr(bgr, self.colour, self.undistorter)
             yield SourceFrame(self._index, time.monotonic() - self._t0, grey, self.K, None, None, rgb)
             self._index += 1
