@@ -7,6 +7,10 @@ that other load on the machine hits every variant alike; the load average is pri
 
 ``python -m frontend.profile tracker SEQUENCE_DIR``: the tracker's per-frame cost split into
 match / verify / update, per method.
+
+``--precision`` (``auto|fp32|bf16|fp16``) is the precision of every network built (for ``backends``:
+of the variants written without one, e.g. ``onnx``); an unavailable one (fp16 on the CPU) is one
+error line. Each table ends with the machine line (CPU model, vector extensions, threads, precision).
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -23,6 +27,9 @@ import numpy as np
 import torch
 
 import models
+from models.errors import BadInputError, TraqPointError
+from models.machine import machine_info, machine_line
+from models.precision import PRECISIONS, add_precision_argument, check_precision, extractor_precision
 
 from .backends import BACKENDS, EXAMPLE_HW, accelerate
 from .demo import folder_frames
@@ -36,18 +43,30 @@ def _ms(times: list[float]) -> dict:
     return {"median_ms": 1e3 * statistics.median(times), "min_ms": 1e3 * min(times), "runs": len(times)}
 
 
-def profile_backends(variants: list[str], threads: int, rounds: int, num_keypoints: int) -> dict:
+def parse_variant(spec: str, default_precision: str) -> tuple[str, str]:
+    """``"eager/bf16"`` -> ``("eager", "bf16")``; ``"onnx"`` -> ``("onnx", <resolved default>)``."""
+    backend, _, precision = spec.partition("/")
+    if backend not in BACKENDS:
+        raise BadInputError(f"variant {spec!r}: unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if precision and precision not in PRECISIONS:
+        raise BadInputError(f"variant {spec!r}: unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    return backend, check_precision(precision or default_precision, "cpu")
+
+
+def profile_backends(
+    variants: list[str], threads: int, rounds: int, num_keypoints: int, precision: str = "auto"
+) -> dict:
     """Median/min milliseconds per ``backend/precision`` variant (e.g. ``eager/bf16``) for the
     network alone (inside the extractor's autocast) and for the whole extraction."""
+    parsed = {spec: parse_variant(spec, precision) for spec in variants}  # every bad variant before any build
     torch.set_num_threads(threads)
     padded = torch.rand(1, 1, *EXAMPLE_HW)
     image = torch.rand(1, 1, *KITTI_HW)
     extractors, setup = {}, {}
-    for spec in variants:
-        backend, _, precision = spec.partition("/")
+    for spec, (backend, prec) in parsed.items():
         t = time.perf_counter()
         try:
-            base = models.build("traqpoint-lite", num_keypoints=num_keypoints, precision=precision or "auto")
+            base = models.build("traqpoint-lite", num_keypoints=num_keypoints, precision=prec)
             extractors[spec] = accelerate(base, backend)
         except Exception as err:  # noqa: BLE001 - a variant that fails here is reported, not fatal
             setup[spec] = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:120]}"
@@ -66,24 +85,26 @@ def profile_backends(variants: list[str], threads: int, rounds: int, num_keypoin
                 if r >= 2:
                     net_t[name].append(t1 - t0)
                     ext_t[name].append(t2 - t1)
-    out = {name: {"setup": setup[name]} for name in variants}
+    out = {name: {"setup": setup[name], "precision": parsed[name][1]} for name in variants}
     for name in net_t:
         out[name] |= {"net": _ms(net_t[name]), "extract": _ms(ext_t[name])}
     return out
 
 
-def profile_tracker(sequence: Path, methods: list[str], frames: int, num_keypoints: int) -> dict:
+def profile_tracker(
+    sequence: Path, methods: list[str], frames: int, num_keypoints: int, precision: str = "auto"
+) -> dict:
     """Mean/median per-frame tracker cost (ms) of match, verify and update, per method."""
     out = {}
     for spec in methods:
         name, _, matcher = spec.partition("+")  # e.g. traqpoint-lite+mnn
-        ext = models.build(name, num_keypoints=num_keypoints)
+        ext = models.build(name, num_keypoints=num_keypoints, precision=precision)
         feats = list(ExtractionEngine(ext, batch_size=2, num_threads=None).run(folder_frames(sequence, frames)))
         tracker = Tracker(ext, **({"matcher": matcher} if matcher else {}))
         for f in feats:
             tracker.track(f)
         stats = tracker.stats[1:]
-        row = {"matcher": tracker.matcher, "aktl": tracker.aktl}
+        row = {"matcher": tracker.matcher, "precision": extractor_precision(ext), "aktl": tracker.aktl}
         for key in ("keypoints", "matches", "inliers"):
             row[f"{key}_mean"] = float(np.mean([getattr(s, key) for s in stats]))
         for key in ("t_match_ms", "t_verify_ms", "t_update_ms"):
@@ -94,12 +115,8 @@ def profile_tracker(sequence: Path, methods: list[str], frames: int, num_keypoin
 
 
 def machine() -> dict:
-    return {
-        "cpu": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "loadavg": [round(x, 2) for x in os.getloadavg()],
-    }
+    """The result schema's machine block plus the load average (other load changes every timing)."""
+    return {**machine_info(), "loadavg": [round(x, 2) for x in os.getloadavg()]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,7 +140,17 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--threads", type=int, default=2)
     for s in (b, t):
         s.add_argument("--json", type=Path, default=None)
+        add_precision_argument(s)
     args = p.parse_args(argv)
+    try:
+        return run(args)
+    except TraqPointError as err:
+        print(f"python -m frontend.profile: error: {err}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the chosen profile, print its table (and the machine line), write ``--json``."""
     result: dict = {"profile": args.what, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine_before": machine()}
     if args.what == "backends":
         result["config"] = {
@@ -133,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             "num_keypoints": args.num_keypoints,
         }
         for n in args.threads:
-            result[f"threads_{n}"] = res = profile_backends(args.variants, n, args.rounds, args.num_keypoints)
+            res = profile_backends(args.variants, n, args.rounds, args.num_keypoints, args.precision)
+            result[f"threads_{n}"] = res
             print(f"threads {n}  (load average {os.getloadavg()[0]:.2f})")
             head = ("variant", "setup", "net med", "net min", "extract med", "extract min")
             print("{:<18} {:>10} {:>9} {:>9} {:>12} {:>12}".format(*head))
@@ -145,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{name:<18} {r['setup']:>10} {r['net']['median_ms']:9.1f} {r['net']['min_ms']:9.1f} "
                     f"{r['extract']['median_ms']:12.1f} {r['extract']['min_ms']:12.1f}"
                 )
+            print(machine_line(precision={name: r["precision"] for name, r in res.items()}))
     else:
         result["config"] = {
             "sequence": str(args.sequence),
@@ -153,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
             "threads": args.threads,
         }
         torch.set_num_threads(args.threads)
-        result["methods"] = res = profile_tracker(args.sequence, args.methods, args.frames, args.num_keypoints)
+        precision = check_precision(args.precision, "cpu")
+        res = profile_tracker(args.sequence, args.methods, args.frames, args.num_keypoints, precision)
+        result["methods"] = res
         print(
             f"{'method':<22} {'matcher':<13} {'kp':>5} {'match':>6} {'inl':>5} {'AKTL':>6} "
             f"{'t_match':>8} {'t_verify':>9} {'t_update':>9}  (ms, mean/median)"
@@ -165,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['inliers_mean']:5.0f} {r['aktl']:6.3f} {tm['mean']:4.1f}/{tm['median']:<4.1f} "
                 f"{tv['mean']:4.1f}/{tv['median']:<4.1f} {tu['mean']:4.1f}/{tu['median']:<4.1f}"
             )
+        print(machine_line(precision={name: r["precision"] for name, r in res.items()}))
     result["machine_after"] = machine()
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
