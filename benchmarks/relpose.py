@@ -1,8 +1,9 @@
-"""Shared relative-pose pipeline of ``scannet1500`` and ``mega1500``.
+"""Shared relative-pose pipeline of ``scannet1500``, ``mega1500`` and ``strecha``.
 
 Export features of every image once (cache), then per pair: match with the method's own matcher,
-estimate the essential matrix (:mod:`benchmarks.metrics.pose`) in the frame the features were
-extracted in (intrinsics mapped there with :func:`benchmarks.images.scale_matrix`), and score
+estimate the essential matrix (:mod:`benchmarks.metrics.pose`: OpenCV RANSAC, or PoseLib LO-RANSAC
+with ``--estimator poselib``) in the frame the features were extracted in (intrinsics mapped there
+with :func:`benchmarks.images.scale_matrix`), and score
 AUC@5/10/20 deg of ``max(rotation error, translation direction error)``.
 """
 
@@ -17,7 +18,15 @@ from tqdm import tqdm
 from .cache import FeatureCache
 from .images import Resize, scale_matrix
 from .methods import Method
-from .metrics.pose import AUC_THRESHOLDS, RansacConfig, pair_pose_error, pose_auc
+from .metrics.pose import (
+    AUC_THRESHOLDS,
+    DEFAULT_MAX_ITERS,
+    DEFAULT_THRESHOLD_PX,
+    ESTIMATORS,
+    RansacConfig,
+    pair_pose_error,
+    pose_auc,
+)
 from .plots import plot_cumulative
 
 KEYS = ("auc5", "auc10", "auc20", "pairs", "matches_mean", "inliers_mean")
@@ -91,34 +100,55 @@ def evaluate(
     return metrics, errors
 
 
+ESTIMATOR_TEXT = {
+    "opencv": "cv2.findEssentialMat (cv2.RANSAC, normalised coordinates) + cv2.recoverPose",
+    "poselib": "poselib.estimate_relative_pose (LO-RANSAC, 5-point, non-linear refinement; pixels, pinhole cameras)",
+}
+THRESHOLD_TEXT = {
+    "opencv": "divided by the mean focal length of the pair",
+    "poselib": "PoseLib max_epipolar_error: Sampson error in pixels",
+}
+
+
 def ransac_config(ransac: RansacConfig) -> dict:
     """The RANSAC block of a result file's config."""
     return {
-        "estimator": "cv2.findEssentialMat (cv2.RANSAC, normalised coordinates) + cv2.recoverPose",
+        "estimator": ransac.estimator,
+        "method": ESTIMATOR_TEXT[ransac.estimator],
         "threshold_px": ransac.threshold_px,
-        "threshold_normalisation": "divided by the mean focal length of the pair",
+        "threshold_normalisation": THRESHOLD_TEXT[ransac.estimator],
         "confidence": ransac.confidence,
         "max_iters": ransac.max_iters,
+        **({"min_iters": min(1000, ransac.max_iters), "seed": 0} if ransac.estimator == "poselib" else {}),
         "pose_error": "max(rotation angle, translation direction angle), deg; failure = inf",
         "auc_thresholds_deg": list(AUC_THRESHOLDS),
     }
 
 
 def add_ransac_args(parser) -> None:
-    """Flags for the essential-matrix RANSAC."""
-    default = RansacConfig()
-    parser.add_argument("--ransac-th", type=float, default=default.threshold_px, help="RANSAC threshold in pixels")
-    parser.add_argument("--ransac-conf", type=float, default=default.confidence, help="RANSAC confidence")
-    parser.add_argument("--ransac-iters", type=int, default=default.max_iters, help="RANSAC iteration cap")
+    """Flags for the essential-matrix estimator and its RANSAC (defaults per estimator)."""
+    th = ", ".join(f"{k} {v}" for k, v in DEFAULT_THRESHOLD_PX.items())
+    it = ", ".join(f"{k} {v}" for k, v in DEFAULT_MAX_ITERS.items())
+    parser.add_argument(
+        "--estimator", choices=ESTIMATORS, default="opencv", help="essential matrix: OpenCV RANSAC or PoseLib"
+    )
+    parser.add_argument("--ransac-th", type=float, default=None, help=f"RANSAC threshold in pixels (default: {th})")
+    parser.add_argument("--ransac-conf", type=float, default=RansacConfig.confidence, help="RANSAC confidence")
+    parser.add_argument("--ransac-iters", type=int, default=None, help=f"RANSAC iteration cap (default: {it})")
+
+
+def ransac_from_args(args) -> RansacConfig:
+    """The :class:`RansacConfig` of the flags of :func:`add_ransac_args`."""
+    return RansacConfig.for_estimator(args.estimator, args.ransac_th, args.ransac_conf, args.ransac_iters)
 
 
 def run_pose_benchmark(
     name: str, args, dataset, listed: list[PosePair], pairs: list[PosePair], skipped: int, resize, extra_config: dict
 ):
-    """Evaluate every method on the available ``pairs`` and assemble the result (ScanNet/MegaDepth)."""
+    """Evaluate every method on the available ``pairs`` and assemble the result (ScanNet/MegaDepth/Strecha)."""
     from . import runner  # runner imports the benchmark modules' helpers; import it late
 
-    ransac = RansacConfig(args.ransac_th, args.ransac_conf, args.ransac_iters)
+    ransac = ransac_from_args(args)
     methods = runner.methods_from_args(args)
     cache = runner.cache_from_args(args, name)
     try:

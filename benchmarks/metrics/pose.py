@@ -7,11 +7,18 @@ pixels (divided by the mean focal length), every returned hypothesis goes throug
 ``max(rotation angle error, translation direction angle error)`` in degrees, the translation
 error taking ``min(e, 180 - e)`` because ``E`` fixes ``t`` only up to sign; a failed estimate
 counts as an infinite error. ``T_0to1`` maps points from camera 0 to camera 1.
+
+``RansacConfig.estimator = "poselib"`` uses PoseLib's LO-RANSAC instead (``estimate_relative_pose``
+on pixel coordinates with pinhole cameras: 5-point minimal solver, local optimisation and a final
+non-linear refinement on the inliers; the threshold is PoseLib's ``max_epipolar_error``, a Sampson
+error in pixels), as glue-factory and LightGlue quote MegaDepth-1500. PoseLib's pose also maps
+camera 0 to camera 1 (``x1 = R x0 + t``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -19,6 +26,12 @@ import numpy as np
 from models.errors import BadInputError
 
 AUC_THRESHOLDS = (5.0, 10.0, 20.0)
+Estimator = Literal["opencv", "poselib"]
+ESTIMATORS = ("opencv", "poselib")
+# Per-estimator defaults: OpenCV as SuperGlue/LoFTR (0.5 px, 1000 iterations); PoseLib its own
+# defaults (1.0 px Sampson error, up to 100000 LO-RANSAC iterations after at least 1000).
+DEFAULT_THRESHOLD_PX = {"opencv": 0.5, "poselib": 1.0}
+DEFAULT_MAX_ITERS = {"opencv": 1000, "poselib": 100000}
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 only has trapz
 
 
@@ -29,6 +42,34 @@ class RansacConfig:
     threshold_px: float = 0.5  # inlier threshold in pixels (LoFTR / SuperGlue protocol)
     confidence: float = 0.99999  # RANSAC confidence
     max_iters: int = 1000  # OpenCV's default iteration cap
+    estimator: Estimator = "opencv"  # "opencv" (findEssentialMat + recoverPose) or "poselib" (LO-RANSAC)
+
+    def __post_init__(self) -> None:
+        if self.estimator not in ESTIMATORS:
+            raise BadInputError(
+                f"unknown essential-matrix estimator {self.estimator!r}; choose {', '.join(ESTIMATORS)}"
+            )
+        if not self.threshold_px > 0 or not 0 < self.confidence < 1 or self.max_iters <= 0:
+            raise BadInputError(
+                f"RANSAC settings out of range: threshold {self.threshold_px} px (> 0), confidence "
+                f"{self.confidence} (0..1), iterations {self.max_iters} (> 0)"
+            )
+
+    @classmethod
+    def for_estimator(
+        cls,
+        estimator: Estimator,
+        threshold_px: float | None = None,
+        confidence: float | None = None,
+        max_iters: int | None = None,
+    ) -> RansacConfig:
+        """Settings of ``estimator`` with its defaults where an argument is ``None``."""
+        return cls(
+            DEFAULT_THRESHOLD_PX.get(estimator, 0.5) if threshold_px is None else threshold_px,
+            cls.confidence if confidence is None else confidence,
+            DEFAULT_MAX_ITERS.get(estimator, 1000) if max_iters is None else max_iters,
+            estimator,
+        )
 
 
 @dataclass
@@ -53,6 +94,8 @@ def estimate_relative_pose(
         raise BadInputError(f"matched points must both be [N, 2], got {pts0.shape} and {pts1.shape}")
     if len(pts0) < 5:
         return None
+    if conf.estimator == "poselib":
+        return _poselib_relative_pose(pts0, pts1, K0, K1, conf)
     n0, n1 = normalise(pts0.astype(np.float64), K0), normalise(pts1.astype(np.float64), K1)
     threshold = conf.threshold_px / np.mean([K0[0, 0], K0[1, 1], K1[0, 0], K1[1, 1]])
     E, mask = cv2.findEssentialMat(
@@ -68,6 +111,44 @@ def estimate_relative_pose(
             best_count = count
             best = PoseEstimate(R=R, t=t[:, 0], inliers=mask.ravel() > 0)
     return best
+
+
+def _pinhole(K: np.ndarray) -> dict:
+    """PoseLib camera dict of intrinsics ``K [3, 3]`` (the size is unused by relative pose)."""
+    return {
+        "model": "PINHOLE",
+        "width": int(2 * K[0, 2] + 1),
+        "height": int(2 * K[1, 2] + 1),
+        "params": [K[0, 0], K[1, 1], K[0, 2], K[1, 2]],
+    }
+
+
+def _poselib_relative_pose(
+    pts0: np.ndarray, pts1: np.ndarray, K0: np.ndarray, K1: np.ndarray, conf: RansacConfig
+) -> PoseEstimate | None:
+    """PoseLib LO-RANSAC relative pose (seeded, so reruns agree); ``None`` without a model."""
+    import poselib  # imported here: only this estimator needs it
+
+    ransac = {
+        "max_epipolar_error": conf.threshold_px,
+        "success_prob": conf.confidence,
+        "max_iterations": conf.max_iters,
+        "min_iterations": min(1000, conf.max_iters),
+        "seed": 0,
+    }
+    pose, info = poselib.estimate_relative_pose(
+        np.ascontiguousarray(pts0, dtype=np.float64),
+        np.ascontiguousarray(pts1, dtype=np.float64),
+        _pinhole(K0),
+        _pinhole(K1),
+        ransac,
+        {},
+    )
+    inliers = np.asarray(info.get("inliers", []), dtype=bool)
+    if info.get("num_inliers", 0) < 5 or len(inliers) != len(pts0):
+        return None
+    t = np.asarray(pose.t, dtype=np.float64)
+    return PoseEstimate(R=np.asarray(pose.R, dtype=np.float64), t=t / max(np.linalg.norm(t), 1e-12), inliers=inliers)
 
 
 def angle_between_vectors(v0: np.ndarray, v1: np.ndarray) -> float:
