@@ -253,7 +253,8 @@ def run_cli(spec: BenchmarkSpec, argv: list[str] | None = None) -> int:
     print(f"{spec.name} on {result['dataset']}")
     print(format_table(result, spec.keys))
     for key, value in result.get("data", {}).items():
-        print(f"  {key}: {_cell(value)}")
+        if not isinstance(value, dict | list):  # nested details (per-method curves) go to the JSON only
+            print(f"  {key}: {_cell(value)}")
     print(machine_line(result["machine"], precisions(result)))
     if args.json:
         write_json(result, args.json)
