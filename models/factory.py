@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 SHARED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights"
 LITE_WEIGHTS = PACKAGE_WEIGHTS / "traqpoint_lite.pt"
-METHODS = ("traqpoint-lite", "traqpoint-lite-ms", "traqpoint", "orb", "sift", "alike-t", "alike-n")
+METHODS = ("traqpoint-lite", "traqpoint-lite-ms", "traqpoint", "orb", "sift", "alike-t", "alike-n", "xfeat")
 PRECISION_METHODS = ("traqpoint-lite", "traqpoint-lite-ms", "traqpoint")  # extractors with a precision option
 PYRAMID = (1.0, 0.71, 0.5, 0.35)  # traqpoint-lite-ms: half-octave steps down to ~1/3 (zoom up to ~3x)
 
@@ -60,6 +60,12 @@ def _alike(variant: str):
     return make
 
 
+def _xfeat(weights: str | Path | None, device: str, **kw) -> Extractor:
+    from .xfeat import build_xfeat
+
+    return build_xfeat(Path(weights) if weights else SHARED_WEIGHTS / "xfeat" / "xfeat.onnx", device=device, **kw)
+
+
 def _opencv(cls_name: str):
     def make(weights: str | Path | None, device: str, **kw) -> Extractor:
         from . import opencv_features
@@ -77,6 +83,7 @@ BUILDERS = {
     "sift": _opencv("SIFT"),
     "alike-t": _alike("t"),
     "alike-n": _alike("n"),
+    "xfeat": _xfeat,
 }
 
 
@@ -92,7 +99,7 @@ def build(
     Args:
         name: one of :data:`METHODS`.
         weights: a weight file; ``None`` uses the default location (package weights for
-            ``traqpoint-lite``, ``../shared/weights`` for ALIKE, ``third_party/`` for
+            ``traqpoint-lite``, ``../shared/weights`` for ALIKE and XFeat, ``third_party/`` for
             ``traqpoint``); ``"random"`` explicitly runs untrained TraqPoint networks.
         device: torch device for learned methods.
         precision: network precision (:mod:`models.precision`) of the methods in
