@@ -8,7 +8,6 @@ yields one :class:`StepResult` per frame (for live display) and writes the outpu
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import time
@@ -26,6 +25,7 @@ from models.base import Extractor
 from models.errors import BadInputError
 
 from .odometry import Odometry, OdometryStep
+from .run_log import PointStore, StatsLog
 from .stereo import StereoDepth
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,8 @@ class RunSummary:
     timestamps: list[float] = field(default_factory=list)
     poses: list[np.ndarray] = field(default_factory=list)
     gt: list[np.ndarray | None] = field(default_factory=list)
-    rows: list[dict] = field(default_factory=list)
-    points: list[np.ndarray] = field(default_factory=list)
+    rows: StatsLog = field(default_factory=StatsLog)  # per-frame stats, streamed to a temporary file
+    points: PointStore = field(default_factory=PointStore)  # map points for map.ply, bounded
     seconds: float = 0.0
 
 
@@ -189,15 +189,12 @@ class VOPipeline:
         tum = np.column_stack([np.asarray(s.timestamps), poses[:, :3, 3], quat]) if len(poses) else np.zeros((0, 8))
         np.savetxt(out / "trajectory_tum.txt", tum, fmt="%.9f")
         if s.rows:
-            with (out / "stats.csv").open("w", newline="") as fh:
-                w = csv.DictWriter(fh, fieldnames=list(s.rows[0]))
-                w.writeheader()
-                w.writerows(s.rows)
+            s.rows.write_csv(out / "stats.csv")
         metrics = self.metrics()
         result = {"source": str(self.source.name), "method": self.extractor.name, **(extra or {}), "metrics": metrics}
         (out / "results.json").write_text(json.dumps(result, indent=1))
         if export_ply:
             from .export import export_ply as _export
 
-            _export(out / "map.ply", poses, np.concatenate(s.points) if s.points else np.zeros((0, 3)))
+            _export(out / "map.ply", poses, s.points.array())
         return metrics
