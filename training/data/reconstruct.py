@@ -9,17 +9,18 @@ calibration to one pinhole camera, the intrinsics of cam0, which COLMAP then kee
 Evaluation sets are refused (:mod:`training.data.sfm_heldout`).
 
 Pipeline per scene (CPU, deterministic settings): SIFT (long side <= ``--max_image_size``,
-<= ``--max_features`` features, one SIMPLE_RADIAL camera when all images have one size, else one
-per image), exhaustive matching up to ``--exhaustive_max`` images, else sequential matching
-(overlap ``--sequential_overlap``), geometric verification and incremental mapping with every
-RANSAC / mapper seed fixed to 0, mapping single-threaded (the bundle adjuster then sums residuals
-in a fixed order); the largest model is kept and undistorted to PINHOLE cameras
-(``undistort_images``), and :mod:`training.data.sfm_index` turns it into ``scene.npz``.
+<= ``--max_features`` features from octave ``--first_octave``, one SIMPLE_RADIAL camera when all
+images have one size, else one per image), exhaustive matching up to ``--exhaustive_max`` images,
+else sequential matching (overlap ``--sequential_overlap``, COLMAP's quadratic overlap on),
+geometric verification and incremental mapping with every RANSAC / mapper seed fixed to 0,
+mapping single-threaded (the bundle adjuster then sums residuals in a fixed order); the largest
+model is kept and undistorted to PINHOLE cameras (``undistort_images``), and
+:mod:`training.data.sfm_index` turns it into ``scene.npz``.
 
 Cache layout ``OUT/<scene>/``: ``database.db``, ``sparse/`` (the model), ``undistorted/images``
 + ``undistorted/sparse``, ``scene.npz`` (the training index) and ``stats.json`` (registered
-images, points, reprojection error, seconds). A scene whose ``stats.json`` exists is skipped
-(``--force`` redoes it); an interrupted scene restarts from scratch.
+images, points, reprojection error, seconds). A scene whose ``stats.json`` exists with the same
+settings is skipped (``--force`` redoes it); an interrupted scene restarts from scratch.
 """
 
 from __future__ import annotations
@@ -69,9 +70,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=str(SHARED), help="the shared data folder (holds multiview/, sfm/lund, ...)")
     p.add_argument("--scenes", nargs="+", help="only these scene names (default: all)")
     p.add_argument("--max_image_size", type=int, default=1024, help="long side for SIFT extraction")
-    p.add_argument("--max_features", type=int, default=4000, help="SIFT features per image")
-    p.add_argument("--exhaustive_max", type=int, default=70, help="exhaustive matching up to this many images")
-    p.add_argument("--sequential_overlap", type=int, default=20, help="neighbours matched in sequential mode")
+    p.add_argument("--max_features", type=int, default=3000, help="SIFT features per image")
+    p.add_argument(
+        "--first_octave", type=int, default=0, help="SIFT first octave (-1 = COLMAP's upsampled octave, 4x slower)"
+    )
+    p.add_argument("--exhaustive_max", type=int, default=30, help="exhaustive matching up to this many images")
+    p.add_argument("--sequential_overlap", type=int, default=12, help="neighbours matched in sequential mode")
     p.add_argument("--threads", type=int, default=2, help="threads for extraction and matching")
     p.add_argument("--force", action="store_true", help="redo scenes already in the cache")
     p.add_argument("--index_only", action="store_true", help="only rebuild scene.npz from cached models")
@@ -183,6 +187,7 @@ def reconstruct_scene(spec: SceneSpec, scene_dir: Path, args: argparse.Namespace
     extract.max_image_size = args.max_image_size
     extract.num_threads = args.threads
     extract.sift.max_num_features = args.max_features
+    extract.sift.first_octave = args.first_octave
     print(f"[{spec.name}] {len(spec.names)} images, SIFT extraction ({mode.name} camera)", flush=True)
     pycolmap.extract_features(db, spec.image_dir, spec.names, mode, reader, extract, device=pycolmap.Device.cpu)
     t_extract = time.perf_counter() - t0
@@ -227,8 +232,14 @@ def reconstruct_scene(spec: SceneSpec, scene_dir: Path, args: argparse.Namespace
             "map": round(t_map, 1),
             "total": round(time.perf_counter() - t0, 1),
         },
-        "settings": {"max_image_size": args.max_image_size, "max_features": args.max_features},
+        "settings": settings(args),
     }
+
+
+def settings(args: argparse.Namespace) -> dict:
+    """The settings a cached scene was built with (a scene built otherwise is rebuilt)."""
+    keys = ("max_image_size", "max_features", "first_octave", "exhaustive_max", "sequential_overlap")
+    return {k: getattr(args, k) for k in keys}
 
 
 def run(args: argparse.Namespace) -> list[dict]:
@@ -252,7 +263,9 @@ def run(args: argparse.Namespace) -> list[dict]:
                 scene_dir / "scene.npz", build_index(scene_dir / "undistorted" / "sparse", spec.name, spec.source)
             )
             stats = json.loads(stats_file.read_text())
-        elif stats_file.is_file() and not args.force:
+        elif (
+            stats_file.is_file() and not args.force and json.loads(stats_file.read_text())["settings"] == settings(args)
+        ):
             stats = json.loads(stats_file.read_text())
             print(
                 f"[{k}/{len(specs)}] {spec.name}: cached ({stats['registered']}/{stats['images']} images)", flush=True
