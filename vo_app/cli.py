@@ -86,6 +86,10 @@ def check_args(args: argparse.Namespace) -> None:
     writable_dir(args.out, "--out")
     if args.video:
         writable_file(args.video, "--video", VIDEO_SUFFIXES)
+    if args.export_ply:  # Open3D's system library is missing on some desktops: say so before the run, not after
+        from vo_app.export import import_open3d
+
+        import_open3d()
 
 
 def build_pipeline(args: argparse.Namespace):
@@ -100,6 +104,12 @@ def build_pipeline(args: argparse.Namespace):
         spec, data_root=args.data_root, calib=args.calib, **({"allow_guess": True} if live and not args.calib else {})
     )
     has_gt = getattr(source, "gt_poses", None) is not None
+    if has_gt and source.frames_without_gt == len(source.gt_poses):  # a ground-truth file that fits no frame
+        if args.scale == "gt":
+            raise BadInputError(f"--scale gt: none of the {len(source.gt_poses)} frames of {source.name} has a "
+                                "ground-truth pose (timestamps do not match?); use --scale mono")
+        logging.getLogger(__name__).warning("%s: no frame has a ground-truth pose; running --scale mono", source.name)
+        has_gt = False
     scale = args.scale or ("gt" if has_gt else "mono")
     precision = check_precision(args.precision, args.device)  # fp16 on the CPU: one clear error
     extractor = models.build(

@@ -163,6 +163,35 @@ def test_tum_frames_without_associated_ground_truth(tmp_path, caplog):
     assert [source.pose_at(i) is None for i in range(len(source))] == [False] * (len(source) - 4) + [True] * 4
 
 
+def test_ground_truth_that_fits_no_frame(tmp_path, capsys, no_run_after_open):
+    """A groundtruth.txt whose times match no image: --scale gt is refused, the default falls back to mono."""
+    if not TUM.is_dir():
+        pytest.skip(f"real test data not found at {TUM}")
+    seq = tmp_path / TUM.name
+    shutil.copytree(TUM, seq)
+    (seq / "groundtruth.txt").write_text("1.0 0 0 0 0 0 0 1\n2.0 0 0 0 0 0 0 1\n")
+    code, _, err = run_cli(["--sequence", seq, "--headless", *FAST, "--scale", "gt", "--out", tmp_path / "o"], capsys)
+    assert_one_error_line(code, err, "none of the 20 frames", "--scale mono")
+    code, _, err = run_cli(["--sequence", seq, "--headless", *FAST, "--out", tmp_path / "o"], capsys)
+    assert code == 1 and "pipeline built" in err  # the stand-in pipeline below stops the run here
+    assert no_run_after_open["scale"] == "mono"
+
+
+@pytest.fixture
+def no_run_after_open(monkeypatch):
+    """Record the scale the pipeline is built with, then stop before anything runs."""
+    import vo_app.pipeline
+
+    seen = {}
+
+    def built(source, extractor, scale, **kwargs):
+        seen["scale"] = scale
+        raise AssertionError("pipeline built")
+
+    monkeypatch.setattr(vo_app.pipeline, "VOPipeline", built)
+    return seen
+
+
 @needs_kitti
 def test_gt_scale_run_over_a_frame_without_ground_truth(tmp_path, capsys):
     """--scale gt over a NaN ground-truth row: the run finishes and results.json counts the frame."""
