@@ -1,93 +1,73 @@
-"""Stage-2 policy sampling and the track-aware reward (DESIGN §3), all vectorised.
+"""The stage-2 track-aware reward (DESIGN §3, the authors' ``calculate_advanced_rewardv2``), vectorised.
 
 Shapes: ``B`` sequences, ``V`` other views, ``N`` sampled points; points are ``(x, y)`` pixels.
-A point's reward in one covisible view is 0 unless the frozen descriptors at the two locations
-have cosine similarity above ``sim_thresh``; otherwise it is the mean of
+Per target view a sampled point is out of view (not counted), in view but occluded (counted,
+scores 0) or visible (see :mod:`training.view_warp`). A visible point scores 0 unless the frozen
+descriptors at the two locations have cosine similarity above ``sim_thresh``; otherwise the mean
+of two terms, each in [0, 1] (the authors add them, in [0, 2]; the mean keeps the reward in [0, 1]):
 
-* consistency: the fraction of the target cell's logits that are below the logit at the warped
-  point (1 = the policy would pick exactly this pixel again in the target view), and
-* distinctiveness: ``clip((t - r) / t, 0, 1)`` with ``r`` Lowe's ratio between the distance to the
-  true partner and to the nearest other sampled point in the target view, ``t = ratio_thresh``.
+* consistency: ``r`` = the rank of the logit at the warped pixel within its ``rank_cell`` square
+  cell of the target view (fraction of the cell's pixels with a lower logit; the logit and the
+  cell are read at the same rounded pixel, so ``r < 1``), scored ``(r - t) / (1 - t)`` when
+  ``r >= t`` and 0 below, with ``t = rank_thresh`` (authors: 0.2, cells of 60 px);
+* distinctiveness: ``clip((t - q) / t, 0, 1)`` with ``q`` Lowe's ratio between the descriptor
+  distance to the true partner and to the nearest other visible sampled point in the target view,
+  ``t = ratio_thresh`` (authors: 0.85).
 
-Its reward is the mean over its covisible views; the sequence reward is the mean over points
-with at least one covisible view.
+A point's reward is the mean over the views it is counted in; the sequence reward is the mean
+over points counted in at least one view.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from models.sampling import pixels_to_grid
-
-Strategy = Literal["hybrid", "grid", "global"]
+from training.policy_sampling import cell_of, cells
 
 
-def cells(x: torch.Tensor, size: int) -> torch.Tensor:
-    """``[B, 1, H, W]`` -> ``[B, (H/size)*(W/size), size*size]`` (row-major cells, row-major pixels)."""
-    b, _, h, w = x.shape
-    x = x[..., : h // size * size, : w // size * size]
-    t = x.unfold(2, size, size).unfold(3, size, size)  # [B, 1, gh, gw, s, s]
-    return t.reshape(b, -1, size * size)
+@dataclass(frozen=True)
+class RewardConfig:
+    """Thresholds of the reward (defaults: the authors' values)."""
+
+    rank_cell: int = 60  # px, cell of the consistency rank
+    rank_thresh: float = 0.2  # ranks below score 0; above, (r - t) / (1 - t)
+    sim_thresh: float = 0.5  # descriptor cosine gate
+    ratio_thresh: float = 0.85  # Lowe's ratio rewarded below this
 
 
-def sample_policy(
-    logits: torch.Tensor,
-    grid: int,
-    num_global: int,
-    strategy: Strategy = "hybrid",
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample keypoints from the policy; return ``points [B, N, 2]`` and their ``log_probs [B, N]``.
+def pixel_of(pts: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """Nearest integer pixel ``[..., 2]`` (long) of ``pts [..., 2]``, clamped into the image."""
+    h, w = hw
+    pix = pts.round().long()
+    return torch.stack([pix[..., 0].clamp(0, w - 1), pix[..., 1].clamp(0, h - 1)], -1)
 
-    Grid samples: one Categorical draw over each ``grid x grid`` cell's logits (log-prob under that
-    cell's softmax). Global samples: ``num_global`` draws from the softmax over the whole image.
-    """
+
+def consistency_rank(logits: torch.Tensor, pts: torch.Tensor, cell: int) -> torch.Tensor:
+    """Rank ``[B, N]`` in ``[0, 1)`` of the logit at pixel ``round(pts [B, N, 2])`` in its cell of
+    ``logits [B, 1, H, W]``: the fraction of the cell's pixels whose logit is strictly lower."""
     b, _, h, w = logits.shape
-    pts, logps = [], []
-    if strategy in ("grid", "hybrid"):
-        c = cells(logits, grid)
-        logp = c.log_softmax(-1)
-        idx = torch.multinomial(logp.exp().reshape(-1, grid * grid), 1, generator=generator).view(b, -1)
-        gw = w // grid
-        cell = torch.arange(c.shape[1], device=logits.device)
-        x = (cell % gw) * grid + idx % grid
-        y = (cell // gw) * grid + idx // grid
-        pts.append(torch.stack([x, y], -1))
-        logps.append(logp.gather(2, idx[..., None])[..., 0])
-    if strategy in ("global", "hybrid") and num_global > 0:
-        logp = logits.flatten(1).log_softmax(-1)
-        idx = torch.multinomial(logp.exp(), num_global, replacement=True, generator=generator)
-        pts.append(torch.stack([idx % w, idx // w], -1))
-        logps.append(logp.gather(1, idx))
-    return torch.cat(pts, 1).float(), torch.cat(logps, 1)
+    pix = pixel_of(pts, (h, w))
+    value = logits[:, 0].flatten(1).gather(1, pix[..., 1] * w + pix[..., 0])  # [B, N]
+    c = cells(logits, cell, float("nan"))  # NaN padding: never lower, never counted
+    members = c.gather(1, cell_of(pix, w, cell)[..., None].expand(-1, -1, c.shape[-1]))  # [B, N, s*s]
+    lower = (members < value[..., None]).sum(-1)
+    return lower / (~members.isnan()).sum(-1)
 
 
-def sample_at(dense: torch.Tensor, pts: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
-    """Bilinear samples of ``dense [B, C, h, w]`` at image pixels ``pts [B, N, 2]`` -> ``[B, N, C]``."""
-    grid = pixels_to_grid(pts, image_hw).to(dense.dtype)[:, None]
-    return F.grid_sample(dense, grid, mode="bilinear", padding_mode="border", align_corners=False)[:, :, 0].transpose(
-        1, 2
+def consistency_reward(rank: torch.Tensor, rank_thresh: float = 0.2) -> torch.Tensor:
+    """The authors' thresholded rescaling of a rank in [0, 1]: ``(r - t) / (1 - t)`` if ``r >= t``, else 0."""
+    return torch.where(rank >= rank_thresh, (rank - rank_thresh) / (1 - rank_thresh), torch.zeros_like(rank)).clamp(
+        0, 1
     )
-
-
-def consistency_reward(logits: torch.Tensor, pts: torch.Tensor, grid: int) -> torch.Tensor:
-    """Rank in ``[0, 1]`` of the logit at ``pts [B, N, 2]`` among the logits of its grid cell."""
-    b, _, h, w = logits.shape
-    value = sample_at(logits, pts, (h, w))[..., 0]
-    c = cells(logits, grid)
-    gx = (pts[..., 0].round().clamp(0, w - 1) // grid).long().clamp(max=w // grid - 1)
-    gy = (pts[..., 1].round().clamp(0, h - 1) // grid).long().clamp(max=h // grid - 1)
-    cell = c.gather(1, (gy * (w // grid) + gx)[..., None].expand(-1, -1, grid * grid))
-    return (cell < value[..., None]).float().sum(-1) / (grid * grid - 1)
 
 
 def distinctiveness_reward(
     ref: torch.Tensor, tgt: torch.Tensor, valid: torch.Tensor, ratio_thresh: float = 0.85
 ) -> torch.Tensor:
-    """Ratio-test reward for ``ref [B, N, D]`` vs its partner ``tgt [B, N, D]`` among valid ``tgt``."""
+    """Ratio-test reward ``[B, N]`` of ``ref [B, N, D]`` vs its partner ``tgt [B, N, D]``; the
+    competitors are the other ``valid [B, N]`` target points (none: the ratio is 0, reward 1)."""
     d = torch.cdist(ref, tgt)
     true = d.diagonal(dim1=1, dim2=2)
     eye = torch.eye(d.shape[1], dtype=torch.bool, device=d.device)[None]
@@ -101,55 +81,49 @@ def track_reward(
     tgt_desc: torch.Tensor,
     tgt_logits: torch.Tensor,
     warped: torch.Tensor,
-    covisible: torch.Tensor,
-    grid: int,
-    sim_thresh: float,
-    ratio_thresh: float,
+    in_view: torch.Tensor,
+    visible: torch.Tensor,
+    cfg: RewardConfig,
 ) -> dict[str, torch.Tensor]:
     """Per-point track-aware reward.
 
     Args:
-        ref_desc: ``[B, N, D]`` frozen descriptors at the sampled points in the reference view.
-        tgt_desc: ``[B, V, N, D]`` descriptors at the warped points in each other view.
+        ref_desc: ``[B, N, D]`` unit descriptors at the sampled points of the reference view.
+        tgt_desc: ``[B, V, N, D]`` unit descriptors at the warped points in each other view.
         tgt_logits: ``[B, V, 1, H, W]`` policy logits of the other views (no gradient).
         warped: ``[B, V, N, 2]`` sampled points warped into each other view.
-        covisible: ``[B, V, N]`` bool.
+        in_view: ``[B, V, N]`` bool, the point counts in that view.
+        visible: ``[B, V, N]`` bool, in view and not occluded.
     Returns:
-        ``point [B, N]`` rewards, ``covisible [B, N]`` (seen in >= 1 view), ``sequence [B]``, and
-        the mean components ``consistency``, ``distinctiveness``, ``similar`` for logging.
+        ``point [B, N]`` rewards in [0, 1], ``counted [B, N]`` (in view in >= 1 view),
+        ``sequence [B]``, and scalar means for logging: ``consistency``, ``rank``,
+        ``distinctiveness`` (over visible point-views), ``similar`` and ``occluded`` (fractions of
+        counted point-views).
     """
     b, v, n, _ = warped.shape
-    sim = (ref_desc[:, None] * tgt_desc).sum(-1)  # [B, V, N]
-    similar = covisible & (sim > sim_thresh)
-    cons = consistency_reward(tgt_logits.flatten(0, 1), warped.flatten(0, 1), grid).view(b, v, n)
+    visible = visible & in_view
+    similar = visible & ((ref_desc[:, None] * tgt_desc).sum(-1) > cfg.sim_thresh)  # [B, V, N]
+    rank = consistency_rank(tgt_logits.flatten(0, 1), warped.flatten(0, 1), cfg.rank_cell).view(b, v, n)
+    cons = consistency_reward(rank, cfg.rank_thresh)
     dist = distinctiveness_reward(
         ref_desc[:, None].expand(-1, v, -1, -1).flatten(0, 1),
         tgt_desc.flatten(0, 1),
-        covisible.flatten(0, 1),
-        ratio_thresh,
+        visible.flatten(0, 1),
+        cfg.ratio_thresh,
     ).view(b, v, n)
     per_view = torch.where(similar, 0.5 * (cons + dist), torch.zeros_like(cons))
-    count = covisible.sum(1)
-    point = per_view.sum(1) / count.clamp_min(1)
-    seen = count > 0
-    sequence = (point * seen).sum(1) / seen.sum(1).clamp_min(1)
-    m = covisible.float().sum().clamp_min(1)
+    count = in_view.sum(1)
+    point = (per_view * in_view).sum(1) / count.clamp_min(1)
+    counted = count > 0
+    sequence = (point * counted).sum(1) / counted.sum(1).clamp_min(1)
+    m_in, m_vis = in_view.float().sum().clamp_min(1), visible.float().sum().clamp_min(1)
     return {
         "point": point,
-        "covisible": seen,
+        "counted": counted,
         "sequence": sequence,
-        "consistency": (cons * covisible).sum() / m,
-        "distinctiveness": (dist * covisible).sum() / m,
-        "similar": similar.float().sum() / m,
+        "consistency": (cons * visible).sum() / m_vis,
+        "rank": (rank * visible).sum() / m_vis,
+        "distinctiveness": (dist * visible).sum() / m_vis,
+        "similar": similar.float().sum() / m_in,
+        "occluded": (in_view & ~visible).float().sum() / m_in,
     }
-
-
-def spatial_entropy(logits: torch.Tensor, regions: int = 16) -> torch.Tensor:
-    """Mean normalised entropy of the policy within each of ``regions x regions`` image regions."""
-    b, _, h, w = logits.shape
-    ch, cw = h // regions, w // regions
-    p = logits[..., : ch * regions, : cw * regions].flatten(1).softmax(-1).view(b, 1, ch * regions, cw * regions)
-    t = p.unfold(2, ch, ch).unfold(3, cw, cw).reshape(b, regions * regions, ch * cw)
-    t = t / t.sum(-1, keepdim=True).clamp_min(1e-12)
-    ent = -(t * t.clamp_min(1e-12).log()).sum(-1) / torch.log(torch.tensor(float(ch * cw)))
-    return ent.mean()
