@@ -69,8 +69,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/sfm_cache", help="cache folder (git-ignored runs/...)")
     p.add_argument("--data", default=str(SHARED), help="the shared data folder (holds multiview/, sfm/lund, ...)")
     p.add_argument("--scenes", nargs="+", help="only these scene names (default: all)")
-    p.add_argument("--max_image_size", type=int, default=1024, help="long side for SIFT extraction")
-    p.add_argument("--max_features", type=int, default=3000, help="SIFT features per image")
+    p.add_argument("--max_image_size", type=int, default=640, help="long side for SIFT extraction")
+    p.add_argument("--max_features", type=int, default=2000, help="SIFT features per image")
     p.add_argument(
         "--first_octave", type=int, default=0, help="SIFT first octave (-1 = COLMAP's upsampled octave, 4x slower)"
     )
@@ -167,7 +167,7 @@ def reconstruct_scene(spec: SceneSpec, scene_dir: Path, args: argparse.Namespace
 
     t0 = time.perf_counter()
     if scene_dir.exists():
-        for sub in ("database.db", "sparse", "undistorted", "mapping"):
+        for sub in ("database.db", "sparse", "undistorted", "mapping", "scene.npz", "stats.json"):
             p = scene_dir / sub
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     scene_dir.mkdir(parents=True, exist_ok=True)
@@ -206,12 +206,22 @@ def reconstruct_scene(spec: SceneSpec, scene_dir: Path, args: argparse.Namespace
     t_match = time.perf_counter() - t0 - t_extract
     print(f"[{spec.name}] incremental mapping", flush=True)
     maps = pycolmap.incremental_mapping(db, spec.image_dir, scene_dir / "mapping", mapping_options(spec))
-    if not maps:
-        raise BadInputError(f"scene {spec.name}: incremental mapping registered no model")
+    shutil.rmtree(scene_dir / "mapping", ignore_errors=True)
+    if not maps or max(r.num_reg_images() for r in maps.values()) < 2:
+        return {  # a scene without a model is recorded (and skipped when cached), not fatal
+            "scene": spec.name,
+            "source": str(spec.source),
+            "images": len(spec.names),
+            "registered": 0,
+            "points3D": 0,
+            "reprojection_px": None,
+            "failed": "incremental mapping found no initial pair / registered no model",
+            "seconds": {"total": round(time.perf_counter() - t0, 1)},
+            "settings": settings(args),
+        }
     best = max(maps.values(), key=lambda r: (r.num_reg_images(), r.num_points3D()))
     (scene_dir / "sparse").mkdir()
     best.write(scene_dir / "sparse")
-    shutil.rmtree(scene_dir / "mapping", ignore_errors=True)
     t_map = time.perf_counter() - t0 - t_extract - t_match
     pycolmap.undistort_images(scene_dir / "undistorted", scene_dir / "sparse", spec.image_dir)
     index = build_index(scene_dir / "undistorted" / "sparse", spec.name, spec.source)
@@ -256,7 +266,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         scene_dir = out / spec.name
         stats_file = scene_dir / "stats.json"
         if args.index_only:
-            if not stats_file.is_file():
+            if not stats_file.is_file() or "failed" in json.loads(stats_file.read_text()):
                 print(f"[{k}/{len(specs)}] {spec.name}: not reconstructed yet, skipped", flush=True)
                 continue
             save_index(
@@ -275,6 +285,9 @@ def run(args: argparse.Namespace) -> list[dict]:
             stats = reconstruct_scene(spec, scene_dir, args)
             stats_file.write_text(json.dumps(stats, indent=1))
         all_stats.append(stats)
+        if "failed" in stats:
+            print(f"[{k}/{len(specs)}] {spec.name}: FAILED ({stats['failed']}), not a training scene", flush=True)
+            continue
         print(
             f"[{k}/{len(specs)}] {spec.name}: {stats['registered']}/{stats['images']} registered, "
             f"{stats['points3D']} points, {stats['reprojection_px']:.2f} px, {stats['seconds']['total']:.0f} s",
@@ -291,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     except TraqPointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"{len(stats)} scenes in {args.out}")
+    failed = [s["scene"] for s in stats if "failed" in s]
+    print(f"{len(stats) - len(failed)} scenes reconstructed in {args.out}" + (f", failed: {failed}" if failed else ""))
     return 0
 
 
