@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from models.errors import BadInputError, MissingFileError
+from training.checks import check_args
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -16,7 +17,8 @@ def load_config(parser: argparse.ArgumentParser, argv: list[str] | None = None) 
     """Parse ``argv``; values come from ``--config`` YAML, then explicit flags win.
 
     Every flag of ``parser`` must default to ``None`` except ``--config``; final defaults live in
-    the YAML recipe, so the recipe file is the single record of a run's settings.
+    the YAML recipe, so the recipe file is the single record of a run's settings. The merged
+    settings are checked (:func:`training.checks.check_args`) before anything runs.
     """
     args = parser.parse_args(argv)
     path = Path(args.config)
@@ -32,6 +34,7 @@ def load_config(parser: argparse.ArgumentParser, argv: list[str] | None = None) 
     for key, value in recipe.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    check_args(parser, args)
     return args
 
 
@@ -41,12 +44,23 @@ def common_parser(stage: int, doc: str) -> argparse.ArgumentParser:
         prog=f"python -m training.stage{stage}", description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--config", default=f"stage{stage}_lite.yaml", help="YAML recipe in configs/ (flags override it)")
-    p.add_argument("--distributed", action="store_true", default=None, help="run under torchrun with DDP")
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        default=None,
+        help="DDP: under torchrun as launched, else starts one process per visible GPU (or --nproc)",
+    )
+    p.add_argument("--nproc", type=int, help="with --distributed and no launcher: number of processes (CPU: gloo)")
     p.add_argument("--model", choices=["lite", "lite2", "paper"], help="network variant")
     p.add_argument("--backbone_weights", help="DINOv3 ConvNeXt weight file (paper model, stage 1)")
-    p.add_argument("--data_kind", choices=["homography", "megadepth"], help="source of pairs / sequences")
+    p.add_argument(
+        "--data_kind", choices=["homography", "megadepth", "sfm", "mixed"], help="source of pairs / sequences"
+    )
     p.add_argument("--data", nargs="+", help="image folders (homography) or the MegaDepth root")
     p.add_argument("--scene_info", help="MegaDepth scene-info (stage 1) or sequence-index (stage 2) folder")
+    p.add_argument("--sfm_cache", help="reconstruction cache of `python -m training.data.reconstruct` (sfm, mixed)")
+    p.add_argument("--sfm_ratio", type=float, help="fraction of steps from the SfM source (mixed; rest homography)")
+    p.add_argument("--sfm_overlap", type=float, nargs=2, metavar=("LO", "HI"), help="SfM covisibility range of pairs")
     p.add_argument("--out", help="output folder for checkpoints and logs")
     p.add_argument("--resume", action="store_true", default=None, help="continue from OUT/last.pt")
     p.add_argument("--batch_size", type=int, help="pairs (stage 1) or sequences (stage 2) per process per step")

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from models.conventions import cell_centres
 from models.sampling import sample_descriptors, sample_map
-from training.warping import warp_item
+from training.warping import in_bounds, warp_item
 
 
 def dual_softmax_loss(
@@ -63,11 +63,17 @@ def grid_correspondences(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cell centres of view 0 of a two-view ``item`` that are covisible in view 1, subsampled.
 
-    Returns corresponding pixel positions ``pts_0``, ``pts_1`` ``[N, 2]``.
+    Items with sparse ground truth (SfM: ``tracks [2, M, 2]``, ``track_valid [2, M]``) give their
+    correspondences instead (already one per cell). Returns pixel positions ``pts_0``, ``pts_1`` ``[N, 2]``.
     """
     h, w = image_hw
-    pts_a = cell_centres(h // stride, w // stride, stride)
-    pts_b, ok = warp_item(item, 0, 1, pts_a, margin=2.0)
+    if "tracks" in item:
+        pts_a, pts_b = item["tracks"][0], item["tracks"][1]
+        ok = item["track_valid"][0] & item["track_valid"][1]
+        ok &= in_bounds(pts_a, image_hw, 2.0) & in_bounds(pts_b, image_hw, 2.0)
+    else:
+        pts_a = cell_centres(h // stride, w // stride, stride)
+        pts_b, ok = warp_item(item, 0, 1, pts_a, margin=2.0)
     idx = torch.nonzero(ok)[:, 0]
     if len(idx) > max_points:
         idx = idx[torch.randperm(len(idx), generator=generator)[:max_points]]

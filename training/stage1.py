@@ -1,6 +1,8 @@
 """Stage 1: descriptor learning on image pairs with known dense correspondence.
 
     python -m training.stage1 --config stage1_lite.yaml --out runs/stage1
+    python -m training.stage1 --distributed --config stage1_lite.yaml      # one process per visible GPU
+    python -m training.stage1 --distributed --nproc 2                      # two CPU processes (gloo)
     torchrun --nproc_per_node 2 -m training.stage1 --distributed --config stage1_lite.yaml
 
 Dual-softmax loss in both directions + matchability supervision (:mod:`training.losses`),
@@ -24,6 +26,7 @@ from tqdm import tqdm
 
 from models.errors import TraqPointError
 from training.config import common_parser, load_config
+from training.launch import self_launch, under_launcher, worker_count
 from training.losses import grid_correspondences, pair_loss
 from training.nets import Describe, build_net
 from training.runtime import (
@@ -52,18 +55,27 @@ def parser() -> argparse.ArgumentParser:
 
 
 def make_dataset(args: argparse.Namespace, n_views: int, length: int):
-    """The pair/sequence dataset named by ``--data_kind``."""
+    """The pair/sequence dataset named by ``--data_kind`` (evaluation sets are refused)."""
     if args.data_kind == "megadepth":
         from training.data.megadepth import MegaDepthViews
 
         return MegaDepthViews(args.data[0], args.scene_info, n_views, tuple(args.training_res), length, args.seed)
+    from training.data.mix import mixed_views, sfm_views
+
+    if args.data_kind == "sfm":
+        return sfm_views(args, n_views, length)
     from training.data.homography import HomographyViews, WarpConfig
     from training.data.images import load_pool
+    from training.data.sfm_heldout import refuse_evaluation_paths
 
+    refuse_evaluation_paths(args.data, "training image folder")
     pool, skipped = load_pool(args.data)
     log.info("training pool: %d images (%d unreadable skipped)", len(pool), skipped)
     warp = WarpConfig(scale=tuple(args.warp_scale), rotation_deg=args.warp_rotation)
-    return HomographyViews(pool, n_views, tuple(args.training_res), length, args.seed, warp)
+    homography = HomographyViews(pool, n_views, tuple(args.training_res), length, args.seed, warp)
+    if args.data_kind == "mixed":
+        return mixed_views(sfm_views(args, n_views, length), homography, args)
+    return homography
 
 
 def make_loader(dataset, args, rank: int, world: int, start_step: int) -> DataLoader:
@@ -150,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         args = load_config(parser(), argv)
+        if args.distributed and not under_launcher():  # as torchrun would: one process per GPU / --nproc
+            return self_launch("training.stage1", sys.argv[1:] if argv is None else argv, worker_count(args.nproc))
         path = train(args)
     except (TraqPointError, NonFiniteLoss) as err:
         print(f"error: {err}", file=sys.stderr)

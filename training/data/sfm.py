@@ -17,7 +17,8 @@ of :func:`training.warping.warp_item` plus the sparse ground truth:
 * ``tracks [n, M, 2]``, ``track_valid [n, M]``: the reference's observed 3D points (at most one
   per ``cell`` px cell of each view, at most ``max_tracks``, zero-padded) at their observed
   keypoint in every view that observes them inside its crop. ``tracks[:, m]`` are one 3D
-  point's keypoints: exact sparse correspondences for stage 1.
+  point's keypoints: exact sparse correspondences for stage 1; ``track_point [M]`` is that
+  point's row of the scene's ``xyz`` (-1 = padding).
 
 Item ``i`` is drawn from a RNG seeded by ``(seed, i)``: a scene uniformly, then one of its samples.
 """
@@ -253,7 +254,7 @@ class SfMViews(Dataset):
             images.append(self.read(scene, k, (nh, nw), offset))
             Ks.append(adjust_intrinsics(K0, scale, offset))
             Ts.append(T)
-        tracks_a, valid_a = self.thin(np.stack(tracks), np.stack(valid))
+        tracks_a, valid_a, point_a = self.thin(np.stack(tracks), np.stack(valid), ref_points)
         return {
             "images": torch.from_numpy(np.stack(images))[:, None].float() / 255.0,
             "depth": torch.from_numpy(np.stack(depths)).float(),
@@ -261,10 +262,14 @@ class SfMViews(Dataset):
             "T_cam_world": torch.from_numpy(np.stack(Ts)).float(),
             "tracks": torch.from_numpy(tracks_a).float(),
             "track_valid": torch.from_numpy(valid_a),
+            "track_point": torch.from_numpy(point_a),
         }
 
-    def thin(self, tracks: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One track per cell of each view, the reference's valid ones first, padded to ``max_tracks``."""
+    def thin(
+        self, tracks: np.ndarray, valid: np.ndarray, points: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One track per cell of each view, those seen in another view first, padded to ``max_tracks``;
+        also returns the tracks' 3D point ids (-1 = padding)."""
         valid[0] = one_per_cell(tracks[0], valid[0], self.cfg.cell)
         for v in range(1, len(tracks)):
             valid[v] = one_per_cell(tracks[v], valid[v] & valid[0], self.cfg.cell)
@@ -276,7 +281,9 @@ class SfMViews(Dataset):
         out_v = np.zeros((len(tracks), m), dtype=bool)
         out_t[:, : len(keep)] = tracks[:, keep]
         out_v[:, : len(keep)] = valid[:, keep]
-        return out_t, out_v
+        out_p = np.full(m, -1, dtype=np.int64)
+        out_p[: len(keep)] = points[keep]
+        return out_t, out_v, out_p
 
     def read(self, scene: SfMScene, k: int, size_hw: tuple[int, int], offset: tuple[int, int]) -> np.ndarray:
         """Image ``k`` grey, resized to ``size_hw`` and cropped to ``hw`` at ``offset``."""
