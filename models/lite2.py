@@ -51,14 +51,18 @@ def upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
-def phases_to_pixels(x: torch.Tensor) -> torch.Tensor:
+def phases_to_pixels(x: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
     """``[B, 4, h, w]`` (channel ``2 * dy + dx`` = pixel ``(2i + dy, 2j + dx)``) -> ``[B, 1, 2h, 2w]``.
 
-    ``F.pixel_shuffle(x, 2)`` as one permuted copy, ~3x faster on the CPU than its kernel for a
-    channels-last input (measured at 1248x384).
+    ``F.pixel_shuffle(x, 2)`` (plus ``offset [B, 1, h, w]`` added to every phase) as one add and
+    one permuted copy in the channels-last order the convolutions produce: ~4x faster on the CPU
+    than ``pixel_shuffle`` after a broadcast add (measured at 1248x384).
     """
     b, _, h, w = x.shape
-    return x.view(b, 2, 2, h, w).permute(0, 3, 1, 4, 2).reshape(b, 1, 2 * h, 2 * w)
+    y = x.permute(0, 2, 3, 1)  # [B, h, w, 4]: contiguous for a channels-last x
+    if offset is not None:
+        y = y + offset.permute(0, 2, 3, 1)
+    return y.reshape(b, h, w, 2, 2).permute(0, 1, 3, 2, 4).reshape(b, 1, 2 * h, 2 * w)
 
 
 class LiteNet2(nn.Module):
@@ -149,7 +153,7 @@ class LiteNet2(nn.Module):
             s2, shared = s2.detach().float(), shared.detach().float()
             coarse = self.policy_head(shared)  # region-level preference at stride 8
             up = F.interpolate(coarse, size=s2.shape[-2:], mode="bilinear", align_corners=False)
-            return phases_to_pixels(self.pixel_embed(s2) + up)
+            return phases_to_pixels(self.pixel_embed(s2), up)
 
     def describe(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """Stage-1 outputs only (descriptors, matchability), skipping the policy head."""

@@ -50,20 +50,28 @@ def dual_softmax(
     """Mutual dual-softmax matching; the score is the joint probability ``P``.
 
     Same result as :func:`_mutual` on :func:`dual_softmax_matrix` without building ``P``: with
-    ``P = E^2 / (r c^T)``, a row's argmax is that of ``E^2 / c`` and a column's that of
-    ``E^2 / r``. Three full-matrix passes fewer; ~25 % faster at 1024 x 1024 on the CPU.
+    ``E = exp(S)`` and ``P = E^2 / (r c^T)`` (row and column sums), a row's argmax is that of
+    ``E / sqrt(c)``, a column's that of ``E / sqrt(r)``, and the kept score is
+    ``(E_ij / sqrt(c_j))^2 / r_i``. The temperature is folded into ``d0`` before the product, and
+    for unit descriptors ``|S| <= temperature`` bounds ``E^2`` far below the fp32 range, so the
+    usual max-subtraction is only done for temperatures above 40. Exact ties of ``P`` within a
+    column (identical descriptors) may keep both rows.
     """
     if d0.shape[1] == 0 or d1.shape[1] == 0:
         return _empty(d0)
-    sim = torch.einsum("bnd,bmd->bnm", d0, d1).mul_(temperature)
-    e = sim.sub_(sim.amax(dim=(1, 2), keepdim=True)).exp_()
+    e = torch.einsum("bnd,bmd->bnm", d0 * temperature, d1)
+    if temperature > 40.0:  # exp(2 * 40) * N is still finite in fp32; beyond it, shift first
+        e.sub_(e.amax(dim=(1, 2), keepdim=True))
+    e = e.exp_()
     rows, cols = e.sum(dim=2, keepdim=True), e.sum(dim=1, keepdim=True)
-    e2 = e.mul_(e)
-    best0 = (e2 / cols).max(dim=2)
-    best1 = e2.div_(rows).max(dim=1).indices
-    prob = best0.values / rows[..., 0]
-    idx0 = torch.arange(d0.shape[1], device=d0.device)[None]
-    keep = (best1.gather(1, best0.indices) == idx0) & (prob >= threshold)
+    best0 = (e * cols.rsqrt()).max(dim=2)
+    # mutual check without a column argmax (max-with-index along dim 1 is ~25x slower than amax
+    # on the CPU): row i's best column j is mutual iff E_ij / sqrt(r_i) reaches column j's maximum
+    col = e.mul_(rows.rsqrt())
+    col_max = col.amax(dim=1)  # [B, M]
+    mine = col.gather(2, best0.indices[..., None])[..., 0]  # [B, N]: E_ij / sqrt(r_i) at j = best0
+    prob = best0.values.square() / rows[..., 0]
+    keep = (mine >= col_max.gather(1, best0.indices)) & (prob >= threshold)
     matches = torch.where(keep, best0.indices, torch.full_like(best0.indices, -1))
     return matches, torch.where(keep, prob, torch.zeros_like(prob))
 

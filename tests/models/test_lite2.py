@@ -41,6 +41,8 @@ def test_phases_to_pixels_is_pixel_shuffle():
     assert torch.equal(phases_to_pixels(x), F.pixel_shuffle(x, 2))
     xcl = x.contiguous(memory_format=torch.channels_last)
     assert torch.equal(phases_to_pixels(xcl), F.pixel_shuffle(x, 2))
+    offset = torch.randn(2, 1, 5, 7)
+    assert torch.equal(phases_to_pixels(xcl, offset), F.pixel_shuffle(x + offset, 2))
 
 
 def test_standardise_matches_instance_norm_on_a_smooth_image():
