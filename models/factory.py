@@ -15,24 +15,31 @@ log = logging.getLogger(__name__)
 
 SHARED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights"
 LITE_WEIGHTS = PACKAGE_WEIGHTS / "traqpoint_lite.pt"
-METHODS = ("traqpoint-lite", "traqpoint-lite-ms", "traqpoint", "orb", "sift", "alike-t", "alike-n", "xfeat")
-PRECISION_METHODS = ("traqpoint-lite", "traqpoint-lite-ms", "traqpoint")  # extractors with a precision option
+LITE_V1_WEIGHTS = PACKAGE_WEIGHTS / "traqpoint_lite_v1.pt"  # the first lite network, kept for comparisons
+METHODS = (
+    "traqpoint-lite", "traqpoint-lite-ms", "traqpoint-lite-v1", "traqpoint",
+    "orb", "sift", "alike-t", "alike-n", "xfeat",
+)
+# extractors with a precision option
+PRECISION_METHODS = ("traqpoint-lite", "traqpoint-lite-ms", "traqpoint-lite-v1", "traqpoint")
 PYRAMID = (1.0, 0.71, 0.5, 0.35)  # traqpoint-lite-ms: half-octave steps down to ~1/3 (zoom up to ~3x)
 
 
 def _lite(weights: str | Path | None, device: str, name: str = "traqpoint-lite", **kw) -> Extractor:
     from .fusion import prepare_for_inference
     from .lite import LiteNet
+    from .lite2 import LiteNet2
     from .traqpoint import TraqPoint
 
     if weights == "random":
-        log.warning("traqpoint-lite: running with RANDOM weights (requested explicitly)")
-        net = LiteNet()
+        log.warning("%s: running with RANDOM weights (requested explicitly)", name)
+        net = LiteNet2()
     else:
         path = Path(weights) if weights else LITE_WEIGHTS
         hint = "train them with `python -m training.stage1` then `training.stage2` (training/README.md)"
         state = load_checkpoint(path, hint)
-        net = LiteNet(**LiteNet.conf_from_state(state))
+        arch = LiteNet2 if LiteNet2.fits_state(state) else LiteNet  # v2 checkpoints have a stem
+        net = arch(**arch.conf_from_state(state))
         load_into(net, state, str(path))
     kw.setdefault("precision", "auto")  # bf16 backbone where the CPU runs it natively; policy stays fp32
     return TraqPoint(prepare_for_inference(net), name=name, device=device, **kw)
@@ -42,6 +49,11 @@ def _lite_pyramid(weights: str | Path | None, device: str, **kw) -> Extractor:
     """The same network detecting on an image pyramid, for wide-baseline pairs with scale change."""
     kw.setdefault("scales", PYRAMID)
     return _lite(weights, device, name="traqpoint-lite-ms", **kw)
+
+
+def _lite_v1(weights: str | Path | None, device: str, **kw) -> Extractor:
+    """The first lite network (``models.lite``, 1.9 GMAC) with its shipped weights, for comparisons."""
+    return _lite(weights or LITE_V1_WEIGHTS, device, name="traqpoint-lite-v1", **kw)
 
 
 def _paper(weights: str | Path | None, device: str, **kw) -> Extractor:
@@ -78,6 +90,7 @@ def _opencv(cls_name: str):
 BUILDERS = {
     "traqpoint-lite": _lite,
     "traqpoint-lite-ms": _lite_pyramid,
+    "traqpoint-lite-v1": _lite_v1,
     "traqpoint": _paper,
     "orb": _opencv("ORB"),
     "sift": _opencv("SIFT"),
