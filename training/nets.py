@@ -32,12 +32,23 @@ def load_descriptor(net: nn.Module, state: dict, source: str) -> None:
     policy = {n for n, p in net.named_parameters() if any(p is q for q in net.policy_parameters())}
     prefixes = tuple({n.split(".")[0] + "." for n in policy})
     own = {k: v for k, v in state.items() if not k.startswith(prefixes)}
+    check_finite_weights(own, source)
     missing = [k for k in net.state_dict() if not k.startswith(prefixes) and k not in own]
     if missing:
         from models.errors import BadInputError
 
         raise BadInputError(f"{source} is not a stage-1 checkpoint of this network: missing {missing[:2]}")
     load_into(net, own, source, strict=False)
+
+
+def check_finite_weights(state: dict[str, torch.Tensor], source: str) -> None:
+    """Raise :class:`BadInputError` naming ``source`` when a floating tensor of ``state`` holds NaN/inf."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise BadInputError(
+            f"weight file {source} holds NaN/inf in {len(bad)} of {len(state)} tensors (e.g. {bad[0]}); "
+            "it is the output of a diverged run: use an earlier checkpoint or retrain stage 1"
+        )
 
 
 class Describe(nn.Module):

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from models.errors import BadInputError
+
 log = logging.getLogger(__name__)
 
 
@@ -35,8 +37,8 @@ def setup_distributed(enabled: bool) -> tuple[int, int, torch.device]:
     """
     if not enabled:
         return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if "RANK" not in os.environ:
-        raise RuntimeError("--distributed needs torchrun (e.g. torchrun --nproc_per_node 2 -m training.stage1 ...)")
+    if "RANK" not in os.environ:  # the stages' main() self-launch first (training.launch); a direct call lands here
+        raise BadInputError("--distributed: not started by a launcher (use torchrun, or the stage's own --distributed)")
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     dist.init_process_group(backend)
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -65,7 +67,7 @@ def start_optimisation(args, model: torch.nn.Module, out: Path):
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.lr_step, gamma=args.gamma_steplr)
     total = args.epochs * args.steps_per_epoch
-    if args.max_steps:
+    if args.max_steps is not None:  # 0 is not "no limit" (training.checks refuses it)
         total = min(total, args.max_steps)
     last = out / "last.pt"
     step = resume(last, model, optimizer, scheduler) if args.resume and last.exists() else 0
@@ -108,15 +110,26 @@ def save_checkpoint(
 
 
 def resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> int:
-    """Restore a checkpoint written by :func:`save_checkpoint`; returns the step to continue from."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    unwrap(model).load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    if scheduler and state.get("scheduler"):
-        scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"])
-    log.info("resumed from %s at step %d", path, state["step"])
-    return int(state["step"])
+    """Restore a checkpoint written by :func:`save_checkpoint`; returns the step to continue from.
+
+    An unreadable or foreign checkpoint is one :class:`BadInputError` naming the file.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler and state.get("scheduler"):
+            scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        step = int(state["step"])
+    except Exception as err:  # noqa: BLE001 - unreadable, truncated or from another network/run
+        reason = (str(err).splitlines() or [""])[0][:200]
+        raise BadInputError(
+            f"--resume cannot use {path}: {type(err).__name__}: {reason} "
+            "(delete it to start over, or choose another --out)"
+        ) from None
+    log.info("resumed from %s at step %d", path, step)
+    return step
 
 
 def check_finite(loss: torch.Tensor, step: int, out: Path) -> None:
