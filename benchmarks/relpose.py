@@ -9,11 +9,15 @@ AUC@5/10/20 deg of ``max(rotation error, translation direction error)``.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
+
+from models.errors import BadInputError
+from models.image_io import truncated_jpeg
 
 from .cache import FeatureCache
 from .images import Resize, scale_matrix
@@ -28,6 +32,8 @@ from .metrics.pose import (
     pose_auc,
 )
 from .plots import plot_cumulative
+
+log = logging.getLogger(__name__)
 
 KEYS = ("auc5", "auc10", "auc20", "pairs", "matches_mean", "inliers_mean")
 
@@ -51,6 +57,18 @@ def split_available(pairs: list[PosePair]) -> tuple[list[PosePair], int]:
     """Pairs whose two images exist, and the number skipped because an image is missing."""
     ok = [p for p in pairs if p.available()]
     return ok, len(pairs) - len(ok)
+
+
+def split_intact(pairs: list[PosePair]) -> tuple[list[PosePair], list[Path]]:
+    """Pairs whose two images are not truncated JPEGs, and the truncated files (logged; their pairs are skipped).
+
+    OpenCV decodes a cut JPEG without an error (grey rows), so such a pair would be scored silently.
+    """
+    broken = sorted(p for p in {p for pair in pairs for p in (pair.image0, pair.image1)} if truncated_jpeg(p))
+    for path in broken:
+        log.warning("skipping the pairs of a truncated JPEG: %s", path)
+    bad = set(broken)
+    return [p for p in pairs if p.image0 not in bad and p.image1 not in bad], broken
 
 
 def intrinsics_in_frame(K: np.ndarray, K_size: tuple[int, int], frame_size: tuple[int, int]) -> np.ndarray:
@@ -148,6 +166,10 @@ def run_pose_benchmark(
     """Evaluate every method on the available ``pairs`` and assemble the result (ScanNet/MegaDepth/Strecha)."""
     from . import runner  # runner imports the benchmark modules' helpers; import it late
 
+    pairs, truncated = split_intact(pairs)
+    if not pairs:
+        raise BadInputError(f"every available pair of {dataset} has a truncated JPEG (e.g. {truncated[0]}): "
+                            "re-copy the images")
     ransac = ransac_from_args(args)
     methods = runner.methods_from_args(args)
     cache = runner.cache_from_args(args, name)
@@ -160,6 +182,8 @@ def run_pose_benchmark(
         "pairs_listed": len(listed),
         "pairs_evaluated": len(pairs),
         "pairs_skipped_missing_images": skipped,
+        "pairs_skipped_truncated_images": len(listed) - skipped - len(pairs),
+        "truncated_images": [str(p) for p in truncated],
         "sample": len(pairs) < 1500,
     }
     result = runner.make_result(name, dataset, config, methods, metrics, data)

@@ -11,7 +11,6 @@ Metrics: AUC@5/10/20 deg (percent), pairs, mean matches, mean RANSAC inliers.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import zipfile
 from pathlib import Path
@@ -19,14 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from models.errors import BadInputError, MissingFileError
-from models.image_io import truncated_jpeg
 
 from . import relpose, runner
 from .images import Resize
 
 NAME = "scannet1500"
 IMAGE_SIZE = (640, 480)  # (width, height) the official intrinsics refer to
-log = logging.getLogger(__name__)
 LAYOUT = "expected LoFTR's ScanNet-1500 layout: test.npz, intrinsics.npz, scene<NNNN_NN>/color/<frame>.jpg"
 
 
@@ -65,28 +62,13 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     relpose.add_ransac_args(parser)
 
 
-def split_intact(pairs: list[relpose.PosePair]) -> tuple[list[relpose.PosePair], list[Path]]:
-    """Pairs whose two JPEGs are complete, and the truncated files (logged; their pairs are skipped)."""
-    images = {p for pair in pairs for p in (pair.image0, pair.image1)}
-    broken = sorted(p for p in images if truncated_jpeg(p))
-    for path in broken:
-        log.warning("skipping the pairs of a truncated JPEG: %s", path)
-    bad = set(broken)
-    return [p for p in pairs if p.image0 not in bad and p.image1 not in bad], broken
-
-
 def run(args: argparse.Namespace) -> runner.Outcome:
     listed = load_pairs(args.root)
     pairs, skipped = relpose.split_available(listed)
-    pairs, truncated = split_intact(pairs)
     if not pairs:
-        raise MissingFileError(f"none of the {len(listed)} pairs of {args.root / 'test.npz'} has its two images "
-                               f"({skipped} with a missing image, the others with a truncated JPEG; {LAYOUT})")
+        raise MissingFileError(f"none of the {len(listed)} pairs of {args.root / 'test.npz'} has its images ({LAYOUT})")
     resize = Resize("exact", width=IMAGE_SIZE[0], height=IMAGE_SIZE[1])
-    outcome = relpose.run_pose_benchmark(NAME, args, args.root, listed, pairs, skipped, resize, {})
-    outcome.result["data"]["pairs_skipped_truncated_images"] = len(listed) - skipped - len(pairs)
-    outcome.result["data"]["truncated_images"] = [str(p.relative_to(args.root)) for p in truncated]
-    return outcome
+    return relpose.run_pose_benchmark(NAME, args, args.root, listed, pairs, skipped, resize, {})
 
 
 SPEC = runner.BenchmarkSpec(NAME, __doc__.splitlines()[0], relpose.KEYS, run, add_args, relpose.error_plot(NAME))

@@ -37,6 +37,8 @@ def test_scannet_sample_sift_floors(cache_dir):
         "pairs_listed": 1500,
         "pairs_evaluated": 8,
         "pairs_skipped_missing_images": 1492,
+        "pairs_skipped_truncated_images": 0,
+        "truncated_images": [],
         "sample": True,
     }
     sift = result["methods"]["sift"]
