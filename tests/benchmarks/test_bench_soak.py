@@ -20,18 +20,19 @@ def test_short_soak_streams_rows_and_writes_outputs(tmp_path, capsys):
     with (out / "soak.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert [int(r["frames"]) for r in rows] == [3, 6, 9] and set(soak.FIELDS) == set(rows[0])
-    assert all(float(r["rss_mb"]) > 50 and float(r["fps_window"]) > 0 for r in rows)
+    assert all(float(r["rss_mb"]) > 50 and float(r["fps_window"]) > 0 and float(r["fps_cpu"]) > 0 for r in rows)
     assert int(rows[-1]["rows_logged"]) == 9 and float(rows[0]["rss_growth_mb"]) == 0.0
     result = json.loads((out / "soak.json").read_text())
     verdict = result["verdict"]
     assert code == (0 if verdict["memory_flat"] and verdict["fps_steady"] else 1)
     assert result["config"]["method"] == "sift" and result["rows"][-1]["frames"] == 9
+    assert result["wall_clock"]["fps_measure"] == "fps_window" and verdict["fps_measure"] == "fps_cpu"
     assert (out / "trajectory_kitti.txt").is_file() and (out / "stats.csv").is_file()
     assert "RSS growth" in captured.out
 
 
 def rows(rss: list[float], fps: list[float]) -> list[dict]:
-    return [{"frames": 500 * (i + 1), "rss_growth_mb": r - rss[0], "fps_window": f} for i, (r, f) in
+    return [{"frames": 500 * (i + 1), "rss_growth_mb": r - rss[0], "fps_cpu": f} for i, (r, f) in
             enumerate(zip(rss, fps))]
 
 
