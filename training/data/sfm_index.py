@@ -12,7 +12,8 @@ observations of them (an image's keypoint that belongs to a 3D point):
   the larger of the two images' point counts (the smaller of the two one-sided overlaps of
   D2-Net / MegaDepth's ``pair_infos``), 1 on the diagonal.
 
-Only points with a reprojection error below ``max_error`` enter the index.
+Only observations within ``max_error`` px of their point's projection enter the index
+(:func:`build_index`).
 """
 
 from __future__ import annotations
@@ -43,8 +44,22 @@ def covisibility(
     return shared, covis.astype(np.float32)
 
 
+def reprojection_error(index: dict) -> np.ndarray:
+    """Distance (px) of every observation ``[M]`` to the projection of its 3D point."""
+    T = index["T_cam_world"][index["obs_image"]]
+    Xc = np.einsum("mij,mj->mi", T[:, :3, :3], index["xyz"][index["obs_point"]]) + T[:, :3, 3]
+    p = np.einsum("mij,mj->mi", index["K"][index["obs_image"]], Xc)
+    z = p[:, 2:]
+    return np.linalg.norm(p[:, :2] / np.where(np.abs(z) < 1e-12, 1e-12, z) - index["obs_xy"], axis=1)
+
+
 def build_index(model_dir: str | Path, scene: str, source: str | Path, max_error: float = 2.0) -> dict:
-    """The index dict of an (undistorted, PINHOLE) COLMAP model folder."""
+    """The index dict of an (undistorted, PINHOLE) COLMAP model folder.
+
+    Observations farther than ``max_error`` px from their point's projection (or behind the
+    camera) are dropped, then points left with fewer than two observations; ``error`` is the
+    mean reprojection error of a point's kept observations.
+    """
     import pycolmap
 
     model_dir = Path(model_dir)
@@ -56,12 +71,10 @@ def build_index(model_dir: str | Path, scene: str, source: str | Path, max_error
         raise BadInputError(f"{model_dir}: {len(ids)} registered images, a training scene needs 2")
     point_ids = np.array(sorted(rec.points3D), dtype=np.int64)
     xyz = np.array([rec.points3D[p].xyz for p in point_ids], dtype=np.float64).reshape(-1, 3)
-    error = np.array([rec.points3D[p].error for p in point_ids], dtype=np.float32)
-    keep = error <= max_error
-    compact = np.full(int(point_ids.max(initial=0)) + 1, -1, dtype=np.int64)
-    compact[point_ids[keep]] = np.arange(int(keep.sum()))
+    row = np.full(int(point_ids.max(initial=0)) + 1, -1, dtype=np.int64)
+    row[point_ids] = np.arange(len(point_ids))
     names, hw, Ks, Ts, obs = [], [], [], [], []
-    for k, image_id in enumerate(ids):
+    for k, image_id in enumerate(ids):  # a loop over images; their observations are arrays
         image = rec.images[image_id]
         cam = rec.cameras[image.camera_id]
         if cam.model_name not in ("PINHOLE", "SIMPLE_PINHOLE"):
@@ -75,25 +88,40 @@ def build_index(model_dir: str | Path, scene: str, source: str | Path, max_error
         pts = [(p.point3D_id, *p.xy) for p in image.points2D if p.has_point3D()]
         if pts:
             arr = np.array(pts, dtype=np.float64)
-            pid = compact[arr[:, 0].astype(np.int64)]
-            ok = pid >= 0
-            obs.append((np.full(int(ok.sum()), k), pid[ok], arr[ok, 1:]))
-    obs_image = np.concatenate([o[0] for o in obs]).astype(np.int32)
-    obs_point = np.concatenate([o[1] for o in obs]).astype(np.int32)
-    obs_xy = np.concatenate([o[2] for o in obs]).astype(np.float32)
+            obs.append((np.full(len(arr), k), row[arr[:, 0].astype(np.int64)], arr[:, 1:]))
+    if not obs:
+        raise BadInputError(f"{model_dir}: no image observes a 3D point")
+    index = {
+        "K": np.stack(Ks).astype(np.float64),
+        "T_cam_world": np.stack(Ts).astype(np.float64),
+        "xyz": xyz,
+        "obs_image": np.concatenate([o[0] for o in obs]).astype(np.int64),
+        "obs_point": np.concatenate([o[1] for o in obs]).astype(np.int64),
+        "obs_xy": np.concatenate([o[2] for o in obs]),
+    }
+    err = reprojection_error(index)
+    T = index["T_cam_world"][index["obs_image"]]
+    z = np.einsum("mj,mj->m", T[:, 2, :3], xyz[index["obs_point"]]) + T[:, 2, 3]
+    ok = (err <= max_error) & (z > 0)
+    count = np.bincount(index["obs_point"][ok], minlength=len(xyz))
+    ok &= count[index["obs_point"]] >= 2
+    keep = count >= 2
+    compact = np.cumsum(keep) - 1
+    obs_image, obs_point = index["obs_image"][ok].astype(np.int32), compact[index["obs_point"][ok]].astype(np.int32)
+    mean_err = np.bincount(obs_point, weights=err[ok], minlength=int(keep.sum())) / count[keep]
     shared, _ = covisibility(obs_image, obs_point, len(ids), int(keep.sum()))
     return {
         "scene": np.array(scene),
         "source": np.array(str(source)),
         "names": np.array(names),
         "hw": np.array(hw, dtype=np.int32),
-        "K": np.stack(Ks).astype(np.float64),
-        "T_cam_world": np.stack(Ts).astype(np.float64),
+        "K": index["K"],
+        "T_cam_world": index["T_cam_world"],
         "xyz": xyz[keep],
-        "error": error[keep],
+        "error": mean_err.astype(np.float32),
         "obs_image": obs_image,
         "obs_point": obs_point,
-        "obs_xy": obs_xy,
+        "obs_xy": index["obs_xy"][ok].astype(np.float32),
         "shared": shared.astype(np.int32),
     }
 
