@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,7 +44,8 @@ class VideoSource(Source):
             if not ok or first is None:
                 raise BadInputError(f"video has no readable frame: {self.path}")
             size = (first.shape[1], first.shape[0])
-            self.fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+            fps = cap.get(cv2.CAP_PROP_FPS)
+            self.fps = fps if math.isfinite(fps) and 0 < fps < 1000 else 30.0  # some containers report 0 or NaN
             count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
             self._count = count if count > 0 else None
         finally:
