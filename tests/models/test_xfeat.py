@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 import models
 from benchmarks.methods import parse_method_names
+from models import factory
 from models.errors import BadInputError, MissingFileError
 from models.matchers import match_pair
 from models.xfeat import XFeat, build_xfeat, resize_to_multiple
@@ -156,6 +157,12 @@ def test_a_file_that_is_not_xfeat_is_rejected(tmp_path):
     bad.write_bytes(b"not an onnx model")
     with pytest.raises(BadInputError, match="ONNX"):
         build_xfeat(bad)
+
+
+def test_default_weights_resolve_to_the_shared_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(factory, "SHARED_WEIGHTS", tmp_path)
+    with pytest.raises(MissingFileError, match=str(tmp_path / "xfeat" / "xfeat.onnx")):
+        models.build("xfeat")
 
 
 def test_factory_and_benchmarks_know_xfeat():
