@@ -17,7 +17,13 @@ the ground-truth path, ``rpe_trans_m`` / ``rpe_rot_deg`` = 1-frame RPE RMSE, ``t
 whole VO loop after one warm-up extraction), ``frames``, ``tracking_failures``; plus
 ``ate_unaligned_pct_path``: APE RMSE with no alignment (the run starts at the first ground-truth
 pose) in % of the path, the figure classic "frame-to-frame VO with GT scale" results report
-(``null`` for ``mono``). Features are not cached: the benchmark times the live pipeline.
+(``null`` for ``mono``), and ``ate_xz_mean_m``: the mean x-z distance to the ground truth with no
+alignment, the ATE of the TraqPoint paper (``null`` for ``mono``). Features are not cached: the
+benchmark times the live pipeline.
+
+``--protocol traqpoint`` runs the authors' own evaluation instead of our pipeline
+(:mod:`benchmarks.kitti_protocol`: frame-to-frame essential matrix, RANSAC 1 px / 0.999, GT scale,
+their AKTL and their unaligned x-z ATE); the same keys, ``fps`` null.
 
 Outputs: ``--json`` plus, next to it, ``<stem>.<method>.kitti.txt`` per method and
 ``<stem>.gt.kitti.txt`` (KITTI format, one line per evaluated frame); ``--plot``: x-z top view of
@@ -47,7 +53,7 @@ from vo_app.pipeline import VOPipeline
 from vo_app.sources import KittiSource, SourceFrame
 from vo_app.trajectory import path_length, umeyama
 
-from . import runner
+from . import kitti_protocol, runner
 from .frontend_speed import backend_ran, network_backend
 from .methods import Method
 
@@ -56,7 +62,7 @@ SCHEMA_KEYS = (
     "ate_rmse_m", "ate_pct_path", "rpe_trans_m", "rpe_rot_deg", "t_err_pct", "r_err_deg_per_100m",
     "aktl", "inlier_ratio", "fps", "frames", "tracking_failures",
 )  # fmt: skip
-KEYS = (*SCHEMA_KEYS, "ate_unaligned_pct_path")  # DESIGN.md section 6 keys + one extra, last
+KEYS = (*SCHEMA_KEYS, "ate_unaligned_pct_path", "ate_xz_mean_m")  # DESIGN.md section 6 keys + two extras, last
 LAYOUT = "expected ROOT/sequences/<id>/image_0/*.png + calib.txt and ROOT/poses/<id>.txt"
 KITTI_IDS = tuple(f"{i:02d}" for i in range(11))  # the sequences with public ground truth
 DEFAULT_ROOT = runner.shared_data("kitti_mini")
@@ -160,6 +166,9 @@ def run_method(method: Method, frames, args: argparse.Namespace) -> Run:
     found = pipe.metrics()
     s = pipe.summary
     known = [g is not None for g in s.gt]  # frames without ground truth (NaN rows) get NaN rows here too
+    if args.scale != "mono" and any(known):
+        est, gt = np.stack([p for p, ok in zip(s.poses, known) if ok]), np.stack([g for g in s.gt if g is not None])
+        found["ate_xz_mean_m"] = float(np.linalg.norm(est[:, [0, 2], 3] - gt[:, [0, 2], 3], axis=1).mean())
     return Run(
         metrics={k: found.get(k) for k in KEYS},
         poses=np.stack(s.poses) if s.poses else np.zeros((0, 4, 4)),
@@ -177,7 +186,7 @@ def known_rows(gt: np.ndarray) -> np.ndarray:
 def aligned_positions(gt: np.ndarray, est: np.ndarray, align: str) -> np.ndarray:
     """Camera centres of ``est`` after the Umeyama alignment to ``gt`` that the ATE uses ``[N, 3]``."""
     src, dst = est[:, :3, 3], gt[:, :3, 3]
-    if len(src) < 3:
+    if len(src) < 3 or align == "none":
         return src
     R, t, s = umeyama(src, dst, with_scale=align == "sim3")
     return s * src @ R.T + t
@@ -201,6 +210,21 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", type=Path, default=None, help=f"KITTI odometry root (default: {DEFAULT_ROOT})")
     parser.add_argument("--scale", choices=("gt", "stereo", "mono"), default="gt", help="translation scale source")
     parser.add_argument("--max-frames", type=int, default=None, help="evaluate the first N frames only")
+    parser.add_argument(
+        "--protocol",
+        choices=("project", "traqpoint"),
+        default="project",
+        help="project = our VO pipeline; traqpoint = the authors' frame-to-frame evaluation (GT scale)",
+    )
+    parser.add_argument(
+        "--essential-method",
+        choices=tuple(kitti_protocol.ESSENTIAL_METHODS),
+        default=kitti_protocol.DEFAULT_CONF["essential_method"],
+        help="--protocol traqpoint: RANSAC (stated protocol) or the cv2.RHO flag the authors' code passes (runs LMedS)",
+    )
+    parser.add_argument(
+        "--no-flip-ty", action="store_true", help="--protocol traqpoint: keep t_y (the authors negate it each frame)"
+    )
     add_backend_argument(parser)
 
 
@@ -213,6 +237,8 @@ def run(args: argparse.Namespace) -> runner.Outcome:
     seq_dir = resolve_sequence(root, args.id)
     source, frames, in_memory = open_frames(seq_dir, args.max_frames)
     methods = runner.methods_from_args(args)
+    if args.protocol == "traqpoint":
+        return kitti_protocol.run(args, seq_dir.name, seq_dir, frames, methods, KEYS)
     runs: dict[str, Run] = {}
     for m in methods:
         if m.extractor is not None:
