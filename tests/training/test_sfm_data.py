@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from train_helpers import DATA, TINY
+from train_helpers import DATA, TINY, read_log
 
 import training.stage1 as stage1
 from models.errors import BadInputError
@@ -203,16 +203,20 @@ def test_mixed_source_takes_each_step_from_one_source(synth_cache, photo_dir):
         MixedViews(sfm, homography, 1.5, 2)
 
 
-def test_stage1_trains_on_the_mixed_source(synth_cache, photo_dir, tmp_path, capsys):
-    out = tmp_path / "run"
-    common = ["--out", str(out), "--max-steps", "2", "--log_every", "1", *TINY, "--training_res", "96", "128"]
-    rc = stage1.main(
-        ["--data_kind", "mixed", "--sfm_cache", str(synth_cache), "--sfm_ratio", "0.5", "--data", str(photo_dir)]
-        + common
-    )
+def test_both_stages_train_on_the_sfm_recipes(synth_cache, photo_dir, tmp_path, capsys):
+    import training.stage2 as stage2
+
+    tiny = ["--max-steps", "2", "--log_every", "1", *TINY, "--training_res", "96", "128"]
+    data = ["--sfm_cache", str(synth_cache), "--data", str(photo_dir)]
+    rc = stage1.main(["--config", "stage1_sfm.yaml", *data, "--sfm_ratio", "0.5", "--out", str(tmp_path / "s1"), *tiny])
     assert rc == 0, capsys.readouterr().err
-    assert (out / "stage1.pt").is_file()
-    rc = stage1.main(["--data_kind", "sfm", "--data", str(photo_dir), *common])
+    weights = tmp_path / "s1" / "stage1.pt"
+    argv = ["--config", "stage2_sfm.yaml", *data, "--sfm_ratio", "1.0", "--sfm_overlap", "0.1", "0.95"]
+    rc = stage2.main([*argv, "--weights", str(weights), "--out", str(tmp_path / "s2"), *tiny])
+    assert rc == 0, capsys.readouterr().err
+    rows = read_log(tmp_path / "s2" / "log_stage2.csv")
+    assert len(rows) == 2 and all(r["covisible"] > 0.3 for r in rows)  # sequences warped by the SfM depth
+    rc = stage1.main(["--data_kind", "sfm", "--data", str(photo_dir), "--out", str(tmp_path / "s3"), *tiny])
     assert rc == 1 and "--sfm_cache is required" in capsys.readouterr().err
 
 
