@@ -13,7 +13,8 @@ Pipeline per scene (CPU, deterministic settings): SIFT (long side <= ``--max_ima
 images have one size, else one per image), exhaustive matching up to ``--exhaustive_max`` images,
 else sequential matching (overlap ``--sequential_overlap``, COLMAP's quadratic overlap on),
 geometric verification and incremental mapping with every RANSAC / mapper seed fixed to 0,
-mapping single-threaded (the bundle adjuster then sums residuals in a fixed order); the largest
+mapping single-threaded (the bundle adjuster then sums residuals in a fixed order; a scene that
+registers under half its images is mapped once more with a relaxed initial pair); the largest
 model is kept and undistorted to PINHOLE cameras (``undistort_images``), and
 :mod:`training.data.sfm_index` turns it into ``scene.npz``.
 
@@ -141,8 +142,12 @@ def prepare_euroc(spec: SceneSpec) -> None:
     spec.camera_params = f"{fx},{fy},{cx},{cy}"
 
 
-def mapping_options(spec: SceneSpec):
-    """Incremental mapping with fixed seeds (single-threaded: reproducible bundle adjustment)."""
+def mapping_options(spec: SceneSpec, relaxed: bool = False):
+    """Incremental mapping with fixed seeds (single-threaded: reproducible bundle adjustment).
+
+    ``relaxed``: the retry for a scene that registered under half its images: an initial pair
+    needs 50 inliers (COLMAP: 100) and half the triangulation angle.
+    """
     import pycolmap
 
     opts = pycolmap.IncrementalPipelineOptions()
@@ -153,6 +158,9 @@ def mapping_options(spec: SceneSpec):
     opts.triangulation.random_seed = 0
     opts.mapper.init_min_tri_angle = spec.init_min_tri_angle
     opts.extract_colors = False
+    if relaxed:
+        opts.mapper.init_min_num_inliers = 50
+        opts.mapper.init_min_tri_angle = spec.init_min_tri_angle / 2
     if spec.camera_params:  # a calibrated camera stays as calibrated
         opts.ba_refine_focal_length = False
         opts.ba_refine_extra_params = False
@@ -205,8 +213,18 @@ def reconstruct_scene(spec: SceneSpec, scene_dir: Path, args: argparse.Namespace
         pycolmap.match_sequential(db, matching, pairing, verify, device=pycolmap.Device.cpu)
     t_match = time.perf_counter() - t0 - t_extract
     print(f"[{spec.name}] incremental mapping", flush=True)
+    mapping = "default"
     maps = pycolmap.incremental_mapping(db, spec.image_dir, scene_dir / "mapping", mapping_options(spec))
     shutil.rmtree(scene_dir / "mapping", ignore_errors=True)
+    registered = max((r.num_reg_images() for r in maps.values()), default=0)
+    if registered < len(spec.names) / 2:
+        print(
+            f"[{spec.name}] {registered}/{len(spec.names)} registered, retrying with a relaxed initial pair", flush=True
+        )
+        retry = pycolmap.incremental_mapping(db, spec.image_dir, scene_dir / "mapping", mapping_options(spec, True))
+        shutil.rmtree(scene_dir / "mapping", ignore_errors=True)
+        if max((r.num_reg_images() for r in retry.values()), default=0) > registered:
+            maps, mapping = retry, "relaxed"
     if not maps or max(r.num_reg_images() for r in maps.values()) < 2:
         return {  # a scene without a model is recorded (and skipped when cached), not fatal
             "scene": spec.name,
@@ -236,6 +254,7 @@ def reconstruct_scene(spec: SceneSpec, scene_dir: Path, args: argparse.Namespace
         "mean_track_length": round(float(best.compute_mean_track_length()), 2),
         "reprojection_px": round(float(best.compute_mean_reprojection_error()), 3),
         "matching": "exhaustive" if exhaustive else f"sequential({args.sequential_overlap})",
+        "mapping": mapping,
         "seconds": {
             "extract": round(t_extract, 1),
             "match": round(t_match, 1),
