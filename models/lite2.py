@@ -11,11 +11,12 @@ semantics (dense descriptors + matchability at stride 8, a policy logit for ever
 - **backbone**: strides 4/8/16/32 with channels 16/32/96/192 (v1: 24/64/128/192); the wide
   stages are depthwise-separable; fused top-down (32 -> 16 -> 8) by 1x1 laterals and a
   depthwise 3x3 whose pointwise half is the descriptor head (v1: a dense 3x3, 276 MMAC alone).
-- **policy head**: a depthwise-separable 3x3 on the stem's stride-2 features gives 4 logits per
-  2x2 block (one per pixel phase; 7x7 px receptive field), pixel-shuffled to full resolution,
-  plus a region-level context logit from the detached shared features (bilinear to stride 2).
-  Keypoints stay pixel precise; the per-phase weights can only express a bias with period 2 px,
-  which the track-aware reward penalises (a warped point lands on any phase).
+- **policy head**: a depthwise-separable 3x3 on the stem's stride-2 features gives one logit per
+  2x2 block (7x7 px receptive field) plus a region-level context logit from the detached shared
+  features (bilinear to stride 2). Keypoints are picked on this stride-2 map (NMS, top-k) and
+  refined to sub-pixel positions by a local soft-argmax, which also costs 4x less than selection
+  on a full-resolution map. (A head with one logit per pixel phase was tried: stage 2 turned it
+  into a 2 px lattice.)
 """
 
 from __future__ import annotations
@@ -51,18 +52,10 @@ def upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
-def phases_to_pixels(x: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
-    """``[B, 4, h, w]`` (channel ``2 * dy + dx`` = pixel ``(2i + dy, 2j + dx)``) -> ``[B, 1, 2h, 2w]``.
-
-    ``F.pixel_shuffle(x, 2)`` (plus ``offset [B, 1, h, w]`` added to every phase) as one add and
-    one permuted copy in the channels-last order the convolutions produce: ~4x faster on the CPU
-    than ``pixel_shuffle`` after a broadcast add (measured at 1248x384).
-    """
-    b, _, h, w = x.shape
-    y = x.permute(0, 2, 3, 1)  # [B, h, w, 4]: contiguous for a channels-last x
-    if offset is not None:
-        y = y + offset.permute(0, 2, 3, 1)
-    return y.reshape(b, h, w, 2, 2).permute(0, 1, 3, 2, 4).reshape(b, 1, 2 * h, 2 * w)
+def repeat2(x: torch.Tensor) -> torch.Tensor:
+    """Nearest-neighbour x2 upsampling ``[B, C, h, w] -> [B, C, 2h, 2w]`` (each value fills its 2x2 block)."""
+    b, c, h, w = x.shape
+    return x[:, :, :, None, :, None].expand(b, c, h, 2, w, 2).reshape(b, c, 2 * h, 2 * w)
 
 
 class LiteNet2(nn.Module):
@@ -70,14 +63,18 @@ class LiteNet2(nn.Module):
 
     ``forward(image [B, 1, H, W])`` with ``H, W`` multiples of 32 returns a dict:
     ``descriptors [B, D, H/8, W/8]`` (L2-normalised along D), ``matchability [B, 1, H/8, W/8]``
-    (sigmoid), ``logits [B, 1, H, W]`` (policy logits, unnormalised). With
-    ``with_matchability = False`` (set by an inference wrapper that detects with the policy) the
-    matchability head is skipped and its key is absent.
+    (sigmoid), ``logits [B, 1, H, W]`` (policy logits, unnormalised, constant over each 2x2
+    block: the softmax over pixels of training is the stride-2 policy with a uniform position in
+    the block). An inference wrapper may set ``full_res_logits = False`` to get the stride-2 map
+    ``[B, 1, H/2, W/2]`` itself, and ``with_matchability = False`` (detecting with the policy) to
+    skip the matchability head, whose key is then absent.
     """
 
     stride = 8
-    with_matchability = True
     version = 2
+    logit_stride = 2  # the policy has one logit per 2x2 pixel block
+    with_matchability = True
+    full_res_logits = True  # False: ``logits`` at stride 2, for a wrapper that detects there
     default_conf = {
         "dims": (8, 16, 32, 96, 192),  # channels at strides 2 (stem), 4, 8, 16, 32
         "fused_dim": 64,  # channels of the fused stride-8 map
@@ -105,10 +102,11 @@ class LiteNet2(nn.Module):
         self.descriptor_head = nn.Conv2d(f, d, 1)
         self.matchability_head = nn.Sequential(conv_bn(f, 16, k=1), nn.Conv2d(16, 1, 1))
         # policy: pixel-precise term from the stem (4 phases of each 2x2 block) + coarse context
-        # depthwise 3x3 + ReLU + pointwise to the 4 phases: 7x7 px receptive field with the stem, half
-        # the time of a dense 3x3 (0.76 vs 1.54 ms at 1248x384, whose 4 output channels oneDNN runs slowly)
+        # depthwise 3x3 + ReLU + pointwise: one logit per stride-2 pixel, 7x7 px receptive field with
+        # the stem. One logit, not one per pixel phase: a 4-phase head was measured to let stage 2
+        # put 99 % of the keypoints on one phase (a 2 px lattice, repeatability 69 -> 21 %).
         self.pixel_embed = nn.Sequential(
-            nn.Conv2d(c2, c2, 3, padding=1, groups=c2), nn.ReLU(inplace=True), nn.Conv2d(c2, 4, 1)
+            nn.Conv2d(c2, c2, 3, padding=1, groups=c2), nn.ReLU(inplace=True), nn.Conv2d(c2, 1, 1)
         )
         self.policy_head = nn.Sequential(nn.Conv2d(f, q, 1), nn.ReLU(inplace=True), nn.Conv2d(q, 1, 1))
 
@@ -144,7 +142,7 @@ class LiteNet2(nn.Module):
         return s2, self.fuse(self.lateral8(f8) + upsample(g16, f8.shape[-2:]))
 
     def policy_logits(self, s2: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
-        """Full-resolution logits ``[B, 1, H, W]`` from stem features and detached shared features.
+        """Stride-2 logits ``[B, 1, H/2, W/2]`` from stem features and detached shared features.
 
         Always fp32, also inside a bf16/fp16 autocast: bf16 rounding of logits that span a few
         hundred reorders the top-k (measured on v1: 15 % of KITTI keypoints change).
@@ -153,7 +151,7 @@ class LiteNet2(nn.Module):
             s2, shared = s2.detach().float(), shared.detach().float()
             coarse = self.policy_head(shared)  # region-level preference at stride 8
             up = F.interpolate(coarse, size=s2.shape[-2:], mode="bilinear", align_corners=False)
-            return phases_to_pixels(self.pixel_embed(s2), up)
+            return self.pixel_embed(s2) + up
 
     def describe(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """Stage-1 outputs only (descriptors, matchability), skipping the policy head."""
@@ -168,5 +166,6 @@ class LiteNet2(nn.Module):
         out = {"descriptors": F.normalize(self.descriptor_head(shared), dim=1)}
         if self.with_matchability:
             out["matchability"] = torch.sigmoid(self.matchability_head(shared))
-        out["logits"] = self.policy_logits(s2, shared)
+        logits = self.policy_logits(s2, shared)
+        out["logits"] = repeat2(logits) if self.full_res_logits else logits
         return out

@@ -80,8 +80,12 @@ class TraqPoint(Extractor):
         self.descriptor_dim = int(getattr(net, "descriptor_dim", None) or net.conf["descriptor_dim"])
         self.pad_multiple = int(getattr(net, "pad_multiple", 32))
         self.precision = resolve_precision(precision, self.device)
+        self.logit_stride = 1
         if detector == "policy" and hasattr(self.net, "with_matchability"):
             self.net.with_matchability = False  # detecting with the policy: skip the unused matchability head
+        if detector == "policy" and getattr(self.net, "logit_stride", 1) > 1:
+            self.net.full_res_logits = False  # select on the policy's own grid, then refine to sub-pixels
+            self.logit_stride = int(self.net.logit_stride)
         self.scales = tuple(float(x) for x in scales)
         if not self.scales or any(not 0.05 <= x <= 4.0 for x in self.scales):
             raise ValueError(f"scales must be a non-empty list of factors in [0.05, 4], got {scales!r}")
@@ -95,7 +99,8 @@ class TraqPoint(Extractor):
         if self.detector == "matchability":
             m = F.interpolate(out["matchability"], scale_factor=self.net.stride, mode="bilinear", align_corners=False)
             return m[..., : hw[0], : hw[1]].float()
-        return out["logits"][..., : hw[0], : hw[1]].float()
+        s = self.logit_stride  # a stride-s policy map covers the image with ceil(H / s) rows
+        return out["logits"][..., : -(-hw[0] // s), : -(-hw[1] // s)].float()
 
     def _net(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         with autocast_context(self.device, self.precision):
@@ -120,13 +125,17 @@ class TraqPoint(Extractor):
         out = self._net(images)
         raw = self.score_map(out, hw)
         lo, span = minmax_range(raw)
-        kpts, vals = select_keypoints(raw, k, self.nms_radius, lo + self.threshold * span)
+        st = self.logit_stride  # radius and border in pixels of the score map
+        radius = max(1, round(self.nms_radius / st)) if self.nms_radius > 0 else 0
+        kpts, vals = select_keypoints(raw, k, radius, lo + self.threshold * span, border=max(1, 4 // st))
         dense = out["descriptors"].float()
         padded_hw = (dense.shape[-2] * self.net.stride, dense.shape[-1] * self.net.stride)
         feats = []
         for i, (kp, sc) in enumerate(zip(kpts, vals)):  # a loop over images, not keypoints
             if self.subpixel:  # the soft-argmax is invariant to the normalisation: raw map is fine
                 kp = refine_subpixel(raw[i], kp)
+            if st != 1:  # map pixel centres to image pixel centres: x = s * (x_map + 0.5) - 0.5
+                kp = st * kp + (st - 1) / 2
             desc = sample_descriptors(dense[i : i + 1], kp[None], padded_hw)[0]
             if scale != 1.0:  # pixel centres are integers: x_full + 0.5 = (x_scaled + 0.5) / scale
                 kp = (kp + 0.5) / scale - 0.5

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 import models
 from models.fusion import prepare_for_inference
-from models.lite2 import LiteNet2, phases_to_pixels, standardise
+from models.lite2 import LiteNet2, repeat2, standardise
+from models.traqpoint import TraqPoint
 from models.weights_io import load_checkpoint
 from tests.conftest import shared_path
 
@@ -36,13 +37,36 @@ def test_shapes(hw):
     torch.testing.assert_close(out["descriptors"].norm(dim=1), torch.ones(2, h // 8, w // 8))
 
 
-def test_phases_to_pixels_is_pixel_shuffle():
-    x = torch.randn(2, 4, 5, 7)
-    assert torch.equal(phases_to_pixels(x), F.pixel_shuffle(x, 2))
-    xcl = x.contiguous(memory_format=torch.channels_last)
-    assert torch.equal(phases_to_pixels(xcl), F.pixel_shuffle(x, 2))
-    offset = torch.randn(2, 1, 5, 7)
-    assert torch.equal(phases_to_pixels(xcl, offset), F.pixel_shuffle(x + offset, 2))
+def test_full_resolution_logits_repeat_the_stride2_policy():
+    net = LiteNet2().eval()
+    x = torch.rand(1, 1, 64, 96)
+    full = net(x)["logits"]
+    net.full_res_logits = False
+    half = net(x)["logits"]
+    assert half.shape == (1, 1, 32, 48)
+    assert torch.equal(repeat2(half), full)
+    assert torch.equal(full, F.interpolate(half, scale_factor=2, mode="nearest"))
+
+
+def test_extractor_maps_stride2_keypoints_to_image_pixels():
+    """A bright blob centred on image pixel (41, 23) gives a keypoint there (stride-2 grid + soft-argmax)."""
+    net = LiteNet2().eval()
+    with torch.no_grad():  # a policy that scores the image itself: logit = stem response to brightness
+        for m in net.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.zero_()
+                if m.bias is not None:
+                    m.bias.zero_()
+        net.stem[0].weight[0, 0, 1, 1] = 1.0
+        net.stem[1].running_var.fill_(1.0)
+        net.pixel_embed[0].weight[0, 0, 1, 1] = 1.0
+        net.pixel_embed[2].weight[0, 0] = 1.0
+    ext = TraqPoint(net, num_keypoints=1, subpixel=True)
+    y, x = torch.meshgrid(torch.arange(64.0), torch.arange(96.0), indexing="ij")
+    img = torch.exp(-((x - 41) ** 2 + (y - 23) ** 2) / 8.0)[None, None]
+    kp = ext.extract(img)[0]["keypoints"]
+    assert kp.shape == (1, 2)
+    assert (kp[0] - torch.tensor([41.0, 23.0])).abs().max() < 1.0
 
 
 def test_standardise_matches_instance_norm_on_a_smooth_image():
