@@ -4,9 +4,21 @@ Modes
     ``naive``: one thread, synchronous: stack, copy, extract, repeat. The reference for timings.
     ``pipelined``: a producer thread reads and stacks batches (decoding overlaps compute); on
     CUDA each batch goes through a pinned-buffer ring and a copy stream while the previous batch
-    computes on a compute stream (see :mod:`frontend.streams`). The next batch is uploaded only
-    if it is already read, so batch size 1 adds no latency (live use), and batch ``N`` gives
-    throughput (offline use).
+    computes on a compute stream, and its features come back through pinned result buffers with
+    an event per batch (see :mod:`frontend.streams`).
+
+Lookahead (pipelined mode): with ``lookahead = 1`` (the default on CUDA) a compute thread
+launches the extraction of batch ``k + 1`` *before* batch ``k`` is handed to the caller (the
+tracker), so the device works on ``k + 1`` while the host tracks ``k``; batches are still
+delivered strictly in source order. A batch is launched early only if it is already read, so
+batch size 1 adds no latency (live use), and batch ``N`` gives throughput (offline use). On the
+CPU the default is ``lookahead = 0`` (extraction in the caller's thread: 2 cores have no idle
+device to overlap with).
+
+Warm-up: :meth:`ExtractionEngine.warm_up` runs one extraction at the real input size (and batch
+size, precision, autocast) before the first live frame, so that a compiled network specialises
+(``torch.compile(dynamic=False)`` compiles per input shape) and cuDNN autotunes there, not on the
+first live frame.
 
 The engine works with every :class:`models.Extractor`; OpenCV baselines get their ``uint8``
 images directly (no float round trip). Features always come back on the CPU.
@@ -20,7 +32,8 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Literal
@@ -32,10 +45,12 @@ from models.conventions import Features
 from models.opencv_features import OpenCVExtractor
 from models.precision import AMP_DTYPES, autocast_context
 
-from .backends import Backend, accelerate
+from .backends import Backend, BackendNet, accelerate
 from .batching import Batch, iter_batches
 from .frame import Frame
-from .streams import DeviceStreams, PinnedRing, Upload, cuda_ok
+from .streams import DeviceStreams, Download, PinnedRing, Upload, cuda_ok, features_to_cpu
+
+__all__ = ["ExtractionEngine", "features_to_cpu", "usable_cores"]
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +66,6 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def features_to_cpu(feats: Features) -> Features:
-    """Move one feature dict to the CPU (keypoints/scores/descriptors as float32)."""
-    return Features(**{k: v.detach().to("cpu", torch.float32) for k, v in feats.items()})  # type: ignore[typeddict-item]
-
-
 @dataclass
 class _Staged:
     """A batch read by the producer: its frames, pinned slot (or ``None``) and host tensor."""
@@ -67,9 +77,27 @@ class _Staged:
 
 @dataclass
 class _InFlight:
+    """A batch taken by the consumer: uploading, then computing (``result``: its download)."""
+
     staged: _Staged
     upload: Upload
     t_ready: float
+    result: Future | None = None
+
+
+class _Inline:
+    """The executor of ``lookahead = 0``: runs the call at once in the caller's thread."""
+
+    def submit(self, fn: Callable, *args) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args))
+        except BaseException as err:  # noqa: BLE001 - re-raised by future.result() in order
+            future.set_exception(err)
+        return future
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        pass
 
 
 class _Failure:
@@ -94,6 +122,8 @@ class ExtractionEngine:
         num_threads: torch intra-op threads on CPU; ``"auto"`` = usable cores, ``None`` = leave as is.
         prefetch: batches the producer may read ahead of the compute.
         backend: network backend for TraqPoint extractors, see :mod:`frontend.backends`.
+        lookahead: batches launched before the previous one is delivered (pipelined mode);
+            ``None`` = 1 on CUDA, 0 on the CPU (module docstring).
 
     Example:
         >>> engine = ExtractionEngine(models.build("sift"), batch_size=4)
@@ -111,6 +141,7 @@ class ExtractionEngine:
         num_threads: int | Literal["auto"] | None = "auto",
         prefetch: int = 2,
         backend: Backend = "eager",
+        lookahead: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -118,12 +149,15 @@ class ExtractionEngine:
             raise ValueError(f"unknown mode {mode!r}; choose 'naive' or 'pipelined'")
         if precision not in ("fp32", *AMP_DTYPES):
             raise ValueError(f"unknown precision {precision!r}; choose fp32, fp16 or bf16")
+        if lookahead is not None and lookahead < 0:
+            raise ValueError(f"lookahead must be >= 0, got {lookahead}")
         self.device = torch.device(getattr(extractor, "device", "cpu"))
         self.batch_size = batch_size
         self.mode = mode
         self.precision = precision
         self.num_keypoints = num_keypoints
         self.prefetch = max(1, prefetch)
+        self.lookahead = (1 if cuda_ok(self.device) else 0) if lookahead is None else int(lookahead)
         self.opencv = isinstance(extractor, OpenCVExtractor)
         # (batch size, seconds from batch ready to features) of the latest batches
         self.batch_times: deque[tuple[int, float]] = deque(maxlen=100_000)
@@ -140,14 +174,46 @@ class ExtractionEngine:
 
     def extract(self, images: torch.Tensor) -> list[Features]:
         """Features (on the CPU) of staged images ``[B, 1, H, W]`` (``uint8`` or float in ``[0, 1]``)."""
+        return [features_to_cpu(f) for f in self._extract_on_device(images)]
+
+    def _extract_on_device(self, images: torch.Tensor) -> list[Features]:
+        """Features where the extractor leaves them (the device; the CPU for OpenCV methods)."""
         k = self.extractor.num_keypoints if self.num_keypoints is None else self.num_keypoints
         if self.opencv and images.dtype == torch.uint8 and images.device.type == "cpu":
             grey = images[:, 0].numpy()
             return [self.extractor.extract_grey(g, k) for g in grey]  # type: ignore[attr-defined]
         x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
         with torch.inference_mode(), self._autocast():
-            feats = self.extractor.extract(x, k)
-        return [features_to_cpu(f) for f in feats]
+            return self.extractor.extract(x, k)
+
+    @property
+    def specialises_on_shape(self) -> bool:
+        """The first call at a new input size does extra work: a compiled/traced network, or CUDA."""
+        if self.opencv:
+            return False
+        net = getattr(self.extractor, "net", None)
+        compiled = isinstance(net, BackendNet) and net.backend in ("compile", "torchscript")
+        return compiled or self.device.type == "cuda"
+
+    def warm_up(
+        self, image_hw: tuple[int, int], batch_size: int | None = None, force: bool = False
+    ) -> list[Features] | None:
+        """Run one extraction of a ``batch_size`` batch (default: the engine's) of noise at ``image_hw``.
+
+        Done before the first live frame, a compiled network compiles for the real size (under
+        this engine's precision and autocast) and CUDA allocates and autotunes here. Returns the
+        features (on the CPU, made as live ones are: e.g. for :meth:`Tracker.warm_up`), or ``None``
+        where nothing specialises on the input shape (eager CPU, OpenCV), unless ``force``.
+        """
+        if not (force or self.specialises_on_shape):
+            return None
+        b = self.batch_size if batch_size is None else batch_size
+        g = torch.Generator().manual_seed(0)
+        noise = torch.randint(0, 256, (b, 1, *image_hw), generator=g, dtype=torch.uint8)
+        t0 = time.perf_counter()
+        feats = self.extract(noise.to(self.device))
+        log.info("warm-up at %dx%d, batch %d: %.1f s", image_hw[1], image_hw[0], b, time.perf_counter() - t0)
+        return feats
 
     # -- public API --------------------------------------------------------------------------
     def run(self, source: Iterable) -> Iterator[Frame]:
@@ -170,19 +236,22 @@ class ExtractionEngine:
     # -- pipelined ---------------------------------------------------------------------------
     def _run_pipelined(self, source: Iterable) -> Iterator[Frame]:
         pin = cuda_ok(self.device)
-        streams = DeviceStreams(self.device)
-        # prefetch batches queued + one computing + one uploading may hold a slot at once.
-        ring = PinnedRing(self.prefetch + 2, pin=pin)
+        in_flight = self.lookahead + 1
+        streams = DeviceStreams(self.device, result_slots=in_flight)
+        # prefetch batches queued + the ones in flight + one being staged may hold a slot at once.
+        ring = PinnedRing(self.prefetch + in_flight + 1, pin=pin)
         ready: queue.Queue = queue.Queue(maxsize=self.prefetch)
         stop = threading.Event()
         producer = threading.Thread(
             target=self._produce, args=(source, ring, ready, stop, pin), name="frontend-producer", daemon=True
         )
+        pool = _Inline() if self.lookahead == 0 else ThreadPoolExecutor(1, thread_name_prefix="frontend-compute")
         producer.start()
         try:
-            yield from self._consume(ready, ring, streams)
+            yield from self._consume(ready, ring, streams, pool)
         finally:
             stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)  # no launched batch may outlive its buffers
             while producer.is_alive():  # unblock a producer waiting on a full queue
                 try:
                     ready.get_nowait()
@@ -223,7 +292,13 @@ class ExtractionEngine:
                 continue
         return None
 
-    def _consume(self, ready: queue.Queue, ring: PinnedRing, streams: DeviceStreams) -> Iterator[Frame]:
+    def _launch(self, item: _InFlight, streams: DeviceStreams) -> Download:
+        """Compute one uploaded batch on the compute stream and start its download (compute thread)."""
+        with streams.computing(item.upload):
+            return streams.download(self._extract_on_device(item.upload.tensor))
+
+    def _consume(self, ready: queue.Queue, ring: PinnedRing, streams: DeviceStreams, pool) -> Iterator[Frame]:
+        """Take, launch up to ``lookahead + 1`` batches, deliver the oldest; repeat (in source order)."""
         done, failure = False, None
 
         def take(block: bool) -> _InFlight | None:
@@ -240,16 +315,22 @@ class ExtractionEngine:
                 return None
             return _InFlight(item, streams.upload(item.images), time.perf_counter())
 
-        pending = take(block=True)
-        while pending is not None:
-            # Double buffering: start uploading batch k+1 (if already read) before computing batch k.
-            lookahead = take(block=False)
-            with streams.computing(pending.upload):
-                feats = self.extract(pending.upload.tensor)
-            if pending.staged.slot is not None:
-                streams.wait_upload(pending.upload)
-                ring.release(pending.staged.slot)
-            yield from self._finish(pending.staged.frames, feats, pending.t_ready)
-            pending = lookahead if lookahead is not None else take(block=True)
+        flight: deque[_InFlight] = deque()
+        while True:
+            # Launch what is already read (block only when nothing is in flight), at most lookahead + 1.
+            while len(flight) <= self.lookahead:
+                item = take(block=not flight)
+                if item is None:
+                    break
+                item.result = pool.submit(self._launch, item, streams)
+                flight.append(item)
+            if not flight:
+                break
+            oldest = flight.popleft()
+            feats = streams.finish(oldest.result.result())  # the compute thread's error surfaces here, in order
+            if oldest.staged.slot is not None:
+                streams.wait_upload(oldest.upload)
+                ring.release(oldest.staged.slot)
+            yield from self._finish(oldest.staged.frames, feats, oldest.t_ready)
         if failure is not None:  # raised after every frame read before it was yielded
             raise failure

@@ -142,6 +142,9 @@ class Tracker:
         # torch.compile the matcher (dual-softmax 6.8 -> 4.6 ms at 1024 kp; ~10 s compile); None = when
         # the extractor's network runs on the compile backend (frontend.backends)
         "compile_matcher": None,
+        # device of the matcher: None = the extractor's when that is a CUDA device (descriptors go up,
+        # matches come down: ~0.3 MB per frame at 1024 x 64), else the CPU
+        "match_device": None,
     }
 
     def __init__(self, extractor: Extractor | None = None, **conf: object) -> None:
@@ -163,9 +166,32 @@ class Tracker:
         compile_matcher = self.conf["compile_matcher"]
         if compile_matcher is None:
             compile_matcher = getattr(getattr(extractor, "net", None), "backend", None) == "compile"
+        self.compiled_matcher = bool(compile_matcher)
         if compile_matcher:
             self._match_fn = torch.compile(self._match_fn, dynamic=True)
+        self.match_device = self._pick_match_device(extractor, self.conf["match_device"])
+        self._on_device: tuple[torch.Tensor, torch.Tensor] | None = None  # (host descriptors, device copy)
         self.reset()
+
+    @staticmethod
+    def _pick_match_device(extractor: Extractor | None, requested: str | None) -> torch.device:
+        if requested is not None:
+            return torch.device(requested)
+        dev = torch.device(getattr(extractor, "device", "cpu"))
+        return dev if dev.type == "cuda" and torch.cuda.is_available() else torch.device("cpu")
+
+    def warm_up(self, descriptors: torch.Tensor) -> bool:
+        """Match ``descriptors [N, D]`` to themselves once, as :meth:`track` would, and forget the result.
+
+        Pass the descriptors of an engine warm-up (:meth:`ExtractionEngine.warm_up`): made the way
+        live ones are, they let a compiled (or CUDA) matcher compile before the first live frame.
+        Tracks and statistics are untouched. Returns ``False`` when nothing needed warming up.
+        """
+        if not (self.compiled_matcher or self.match_device.type == "cuda") or len(descriptors) == 0:
+            return False
+        d = descriptors.to(self.match_device)
+        match_pair_with(self._match_fn, d, d, **self.matcher_kwargs)
+        return True
 
     def reset(self) -> None:
         """Forget every track and statistic (e.g. to re-initialise after tracking loss)."""
@@ -244,8 +270,19 @@ class Tracker:
         """Mutual matches ``[K, 2]`` (numpy int64) between two frames' descriptors."""
         if f0 is None or f0.num_keypoints == 0 or f1.num_keypoints == 0:
             return np.zeros((0, 2), dtype=np.int64)
-        m, _ = match_pair_with(self._match_fn, f0.descriptors.cpu(), f1.descriptors.cpu(), **self.matcher_kwargs)
-        return m.numpy()
+        d0, d1 = self._descriptors_on_match_device(f0), self._descriptors_on_match_device(f1)
+        m, _ = match_pair_with(self._match_fn, d0, d1, **self.matcher_kwargs)
+        return m.cpu().numpy()
+
+    def _descriptors_on_match_device(self, frame: Frame) -> torch.Tensor:
+        """``frame.descriptors`` on :attr:`match_device`; the last upload is reused (it is the next previous frame)."""
+        desc = frame.descriptors
+        if self.match_device.type == "cpu":
+            return desc.cpu()
+        if self._on_device is not None and self._on_device[0] is desc:
+            return self._on_device[1]
+        self._on_device = (desc, desc.to(self.match_device, non_blocking=desc.is_pinned()))
+        return self._on_device[1]
 
     def _verify(self, f0: Frame | None, kpts1: np.ndarray, matches: np.ndarray) -> tuple[np.ndarray, bool]:
         if f0 is None or not self.conf["verify"] or len(matches) == 0:

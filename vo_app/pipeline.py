@@ -87,6 +87,10 @@ class VOPipeline:
         self.engine = ExtractionEngine(extractor, batch_size=1, num_keypoints=num_keypoints, backend=backend)
         # the engine's extractor is the one that runs (a compiled network also compiles the matcher)
         self.tracker = Tracker(self.engine.extractor, **{"history": 12, **(tracker_conf or {})})
+        size = getattr(source, "image_size", None)  # (width, height)
+        warm = self.engine.warm_up((int(size[1]), int(size[0]))) if size is not None else None
+        if warm:  # a compiled network / CUDA specialised at the real size: not on the first live frame
+            self.tracker.warm_up(warm[0]["descriptors"])
         self.odometry: Odometry | None = None
         self.odometry_conf = odometry_conf or {}
         self.max_frames = max_frames

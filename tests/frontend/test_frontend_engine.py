@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import cv2
 import numpy as np
 import pytest
@@ -11,7 +13,10 @@ import models
 from frontend.batching import iter_batches, stage_image
 from frontend.engine import ExtractionEngine
 from frontend.frame import Frame
-from frontend.streams import DeviceStreams, PinnedRing
+from frontend.streams import DeviceStreams, PinnedRing, pack_features, unpack_features
+from frontend.tracker import Tracker
+from models.base import Extractor
+from models.conventions import Features
 
 HW = (96, 128)
 NUM_IMAGES = 7  # ends mid-batch for batch sizes 3 and 8
@@ -189,6 +194,164 @@ def test_cuda_ring_is_pinned():
     with streams.computing(up):
         out = up.tensor.float().sum()
     assert out.item() == 4
+
+
+class ContentExtractor(Extractor):
+    """One keypoint per image at (mean, index of the call); optionally waits on ``gate`` per call.
+
+    Features carry the image's content, so a frame delivered with another frame's features fails.
+    """
+
+    name = "content"
+    descriptor_dim = 4
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.started: list[threading.Event] = [threading.Event() for _ in range(64)]
+        self.calls = 0
+
+    def extract(self, images, num_keypoints=None):
+        self.started[self.calls].set()
+        self.calls += 1
+        out = []
+        for im in images:
+            m = torch.round(im.float().mean() * 255)  # images arrive as float in [0, 1]
+            kp = torch.stack([m, torch.tensor(float(self.calls))])[None]
+            out.append(
+                Features(keypoints=kp, scores=m[None], descriptors=torch.nn.functional.normalize(kp.repeat(1, 2)))
+            )
+        return out
+
+
+def flat_images(n: int) -> list[np.ndarray]:
+    return [np.full((8, 12), 10 * i, np.uint8) for i in range(n)]
+
+
+@pytest.mark.parametrize("lookahead", [0, 1, 2])
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_lookahead_delivers_every_frame_in_order(lookahead, batch_size):
+    frames = list(ExtractionEngine(ContentExtractor(), batch_size, lookahead=lookahead, num_threads=None).run(
+        flat_images(7)))  # fmt: skip
+    assert [f.index for f in frames] == list(range(7))
+    assert [float(f.keypoints[0, 0]) for f in frames] == [10.0 * i for i in range(7)]
+
+
+def test_lookahead_launches_batch_k_plus_1_before_k_is_tracked():
+    ext = ContentExtractor()
+    run = ExtractionEngine(ext, batch_size=1, lookahead=1, num_threads=None).run(flat_images(3))
+    first = next(run)  # the caller now "tracks" frame 0 ...
+    assert first.index == 0 and ext.started[1].wait(timeout=30)  # ... while frame 1 is being extracted
+    assert [f.index for f in run] == [1, 2]
+    inline = ContentExtractor()
+    run = ExtractionEngine(inline, batch_size=1, lookahead=0, num_threads=None).run(flat_images(3))
+    next(run)
+    assert not inline.started[1].wait(timeout=0.2)  # without lookahead nothing runs behind the caller's back
+    run.close()
+
+
+def test_a_failing_extractor_surfaces_in_order():
+    class Failing(ContentExtractor):
+        def extract(self, images, num_keypoints=None):
+            if self.calls == 2:
+                raise RuntimeError("device lost")
+            return super().extract(images, num_keypoints)
+
+    got = []
+    with pytest.raises(RuntimeError, match="device lost"):
+        for f in ExtractionEngine(Failing(), batch_size=1, lookahead=1, num_threads=None).run(flat_images(5)):
+            got.append(f.index)
+    assert got == [0, 1]
+    assert not [t for t in threading.enumerate() if t.name.startswith("frontend-")]
+
+
+def test_pack_unpack_round_trip_with_empty_images():
+    feats = [
+        Features(keypoints=torch.rand(3, 2), scores=torch.rand(3), descriptors=torch.rand(3, 5)),
+        Features(keypoints=torch.zeros(0, 2), scores=torch.zeros(0), descriptors=torch.zeros(0, 5)),
+        Features(keypoints=torch.rand(1, 2), scores=torch.rand(1), descriptors=torch.rand(1, 5).bfloat16()),
+    ]
+    block, counts, dim = pack_features(feats)
+    assert block.shape == (4, 8) and counts == [3, 0, 1] and dim == 5
+    for got, ref in zip(unpack_features(block.reshape(-1), counts, dim), feats, strict=True):
+        for key in ("keypoints", "scores", "descriptors"):
+            torch.testing.assert_close(got[key], ref[key].float())
+
+
+def test_warm_up_runs_at_the_live_size_and_only_where_it_matters(lite, orb):
+    shapes = []
+    hook = lite.net.register_forward_pre_hook(lambda _m, args: shapes.append(tuple(args[0].shape)))
+    try:
+        engine = ExtractionEngine(lite, batch_size=2, num_threads=None)
+        assert not engine.specialises_on_shape and engine.warm_up(HW) is None  # eager CPU: nothing to warm
+        feats = engine.warm_up(HW, force=True)
+    finally:
+        hook.remove()
+    assert shapes == [(2, 1, *HW)] and len(feats) == 2 and feats[0]["descriptors"].device.type == "cpu"
+    assert ExtractionEngine(orb, num_threads=None).warm_up(HW, force=False) is None
+
+
+def test_no_recompilation_on_the_first_live_frame(monkeypatch):
+    """Compiled network + compiled matcher: warmed up at the live size, live frames compile nothing."""
+    from functools import partial
+
+    from frontend.backends import accelerate
+    from models.fusion import prepare_for_inference
+    from models.lite import LiteNet
+    from models.traqpoint import TraqPoint
+
+    compiles = []
+
+    def counting_backend(gm, example_inputs):  # dynamo's eager backend, counting each (re)compilation
+        compiles.append([tuple(getattr(x, "shape", ())) for x in example_inputs])
+        return gm.forward
+
+    monkeypatch.setattr(torch, "compile", partial(torch.compile, backend=counting_backend))
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    net = TraqPoint(prepare_for_inference(LiteNet()), num_keypoints=64, precision="fp32")  # dense maps of every kind
+    engine = ExtractionEngine(accelerate(net, "compile"), batch_size=1, num_threads=None)
+    tracker = Tracker(engine.extractor)
+    assert tracker.compiled_matcher and engine.specialises_on_shape
+    before = len(compiles)
+    warm = engine.warm_up(HW)
+    assert tracker.warm_up(warm[0]["descriptors"])
+    assert len(compiles) > before  # the live size compiled here ...
+    warmed = len(compiles)
+    for frame in engine.run(textured_images(3)):
+        tracker.track(frame)
+    assert len(compiles) == warmed  # ... and not on the first live frames
+    torch._dynamo.reset()
+
+
+@requires_cuda
+def test_cuda_download_lands_in_pinned_slots_after_its_event():
+    streams = DeviceStreams(torch.device("cuda"), result_slots=2)
+    feats = [Features(keypoints=torch.rand(5, 2, device="cuda"), scores=torch.rand(5, device="cuda"),
+                      descriptors=torch.rand(5, 8, device="cuda"))]  # fmt: skip
+    up = streams.upload(torch.zeros(1))
+    with streams.computing(up):
+        down = streams.download(feats)
+    assert down.event is not None and down.host.is_pinned() and down.features is None
+    (got,) = streams.finish(down)
+    assert got["keypoints"].device.type == "cpu" and not got["keypoints"].is_pinned()
+    torch.testing.assert_close(got["descriptors"], feats[0]["descriptors"].cpu())
+    assert streams.results.free.qsize() == 2  # the slot went back
+
+
+@requires_cuda
+def test_cuda_engine_defaults_to_lookahead_and_the_tracker_matches_on_the_gpu():
+    torch.manual_seed(0)
+    gpu = models.build("traqpoint-lite", weights="random", num_keypoints=64, device="cuda", precision="fp32")
+    engine = ExtractionEngine(gpu)
+    assert engine.lookahead == 1 and engine.specialises_on_shape
+    tracker, reference = Tracker(gpu, grid_cell=0), Tracker(gpu, grid_cell=0, match_device="cpu")
+    assert tracker.match_device.type == "cuda"
+    assert tracker.warm_up(engine.warm_up(HW)[0]["descriptors"])
+    for frame in engine.run(textured_images()):
+        a, b = tracker.track(frame), reference.track(frame)
+        assert a.frame.keypoints.device.type == "cpu"
+        assert torch.equal(a.frame.track_ids, b.frame.track_ids)
+    assert tracker.aktl == reference.aktl
 
 
 def test_frame_record_checks_and_views():
