@@ -101,14 +101,14 @@ def check_resolution(res, flag: str = "--training_res") -> None:
         )
 
 
-def check_output_dir(out: Path) -> None:
-    """``out`` is a folder or can be created as one (checked before any training starts)."""
+def check_output_dir(out: Path, flag: str = "--out") -> None:
+    """``out`` is a folder or can be created as one (checked before any work starts)."""
     if out.exists() and not out.is_dir():
-        raise BadInputError(f"--out {out} is an existing file, not a folder; choose another --out")
-    parent = out
+        raise BadInputError(f"{flag} {out}: {out} is an existing file, not a folder; choose another {flag}")
+    parent = out.absolute()
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
-        raise BadInputError(f"--out {out}: {parent} is a file, so the folder cannot be created")
+        raise BadInputError(f"{flag} {out}: {parent} is a file, so the folder cannot be created")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise BadInputError(f"--out {out}: {parent} is not writable; choose another --out")
+        raise BadInputError(f"{flag} {out}: {parent} is not writable; choose another {flag}")

@@ -28,9 +28,12 @@ import models
 from frontend.engine import ExtractionEngine
 from frontend.tracker import Tracker
 from models.base import Extractor
-from models.errors import TraqPointError
+from models.errors import BadInputError, TraqPointError
 from models.match import verify
 from models.matchers import match_pair
+from models.weights_io import load_checkpoint
+from training.checks import check_output_dir
+from training.nets import check_finite_weights
 from training.warping import in_bounds, warp_points
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -103,6 +106,7 @@ def build_candidates(weights: str | None, compare: list[str]) -> dict[str, Extra
     """Stage-2 keypoints of ``weights`` (one scale and the pyramid), its stage-1 keypoints, the peers."""
     out = {}
     if weights:
+        check_finite_weights(load_checkpoint(weights, "e.g. runs/stage2_lite/stage2.pt"), weights)
         out["lite-stage2"] = models.build("traqpoint-lite", weights=weights)
         out["lite-stage2-ms"] = models.build("traqpoint-lite-ms", weights=weights)  # same weights, image pyramid
         out["lite-stage1-kp"] = models.build("traqpoint-lite", weights=weights, detector="matchability")
@@ -122,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=str(DATA), help="the shared data folder")
     p.add_argument("--json", help="write the table as JSON here")
     args = p.parse_args(argv)
+    try:
+        check_arguments(args)
+    except TraqPointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     data = Path(args.data)
     if not (data / "homography" / "churchill").is_dir():
         print(
@@ -147,6 +156,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({"config": vars(args), "methods": rows}, indent=1))
     return 0
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Budgets, something to evaluate and a writable ``--json`` place, before any evaluation runs."""
+    for flag, value in (("--num-kp", args.num_kp), ("--tracking-kp", args.tracking_kp)):
+        if value < 1:
+            raise BadInputError(f"{flag} must be >= 1, got {value}")
+    if not args.weights and not [c for c in args.compare.split(",") if c]:
+        raise BadInputError("nothing to evaluate: give --weights W and/or --compare orb,sift,...")
+    if args.json:
+        path = Path(args.json)
+        if path.is_dir():
+            raise BadInputError(f"--json {path} is a folder; give a file name")
+        if not path.parent.is_dir():
+            raise BadInputError(f"--json {path}: the folder {path.parent} does not exist")
+        check_output_dir(path.parent, "--json")
 
 
 def evaluate_tracking_only(ext: Extractor, num_kp: int, data: Path) -> dict[str, float]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from models.errors import BadInputError, TraqPointError
+from training.checks import check_output_dir
 from training.data.megadepth import index_files, load_index
 
 log = logging.getLogger("training.make_sequences")
@@ -129,6 +131,14 @@ def make_sequences(
     """Write ``OUT/<scene>.npz`` for every scene with sequences; returns ``{scene: count}``."""
     if seq_len < 2:
         raise BadInputError(f"--seq_len must be >= 2, got {seq_len}")
+    if per_head < 1:
+        raise BadInputError(f"--per_head must be >= 1, got {per_head}")
+    lo, hi = overlap
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo <= hi <= 1):
+        raise BadInputError(f"--overlap LO HI needs 0 <= LO <= HI <= 1, got {lo} {hi}")
+    if seed < 0:
+        raise BadInputError(f"--seed must be >= 0, got {seed}")
+    check_output_dir(Path(out))
     out = Path(out)
     counts = {}
     for k, (name, infos) in enumerate(sorted(group_scenes(index_files(scene_info)).items())):
