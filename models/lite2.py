@@ -11,8 +11,8 @@ semantics (dense descriptors + matchability at stride 8, a policy logit for ever
 - **backbone**: strides 4/8/16/32 with channels 16/32/96/192 (v1: 24/64/128/192); the wide
   stages are depthwise-separable; fused top-down (32 -> 16 -> 8) by 1x1 laterals and a
   depthwise 3x3 whose pointwise half is the descriptor head (v1: a dense 3x3, 276 MMAC alone).
-- **policy head**: a depthwise-separable 3x3 on the stem's stride-2 features gives one logit per
-  2x2 block (7x7 px receptive field) plus a region-level context logit from the detached shared
+- **policy head**: its own stride-2 3x3 on the image, then a depthwise-separable 3x3, give one
+  logit per 2x2 block (7x7 px receptive field) plus a region-level context logit from the detached shared
   features (bilinear to stride 2). Keypoints are picked on this stride-2 map (NMS, top-k) and
   refined to sub-pixel positions by a local soft-argmax, which also costs 4x less than selection
   on a full-resolution map. (A head with one logit per pixel phase was tried: stage 2 turned it
@@ -102,11 +102,13 @@ class LiteNet2(nn.Module):
         self.descriptor_head = nn.Conv2d(f, d, 1)
         self.matchability_head = nn.Sequential(conv_bn(f, 16, k=1), nn.Conv2d(16, 1, 1))
         # policy: pixel-precise term from the stem (4 phases of each 2x2 block) + coarse context
-        # depthwise 3x3 + ReLU + pointwise: one logit per stride-2 pixel, 7x7 px receptive field with
-        # the stem. One logit, not one per pixel phase: a 4-phase head was measured to let stage 2
-        # put 99 % of the keypoints on one phase (a 2 px lattice, repeatability 69 -> 21 %).
+        # its own stride-2 3x3 on the image (stage 2 trains it; the descriptor's frozen stem, tried
+        # first, gave unrepeatable keypoints) + depthwise 3x3 + ReLU + pointwise: one logit per
+        # stride-2 pixel, 7x7 px receptive field. One logit, not one per pixel phase: a 4-phase head
+        # was measured to let stage 2 put 99 % of the keypoints on one phase (a 2 px lattice).
         self.pixel_embed = nn.Sequential(
-            nn.Conv2d(c2, c2, 3, padding=1, groups=c2), nn.ReLU(inplace=True), nn.Conv2d(c2, 1, 1)
+            nn.Conv2d(1, c2, 3, stride=2, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(c2, c2, 3, padding=1, groups=c2), nn.ReLU(inplace=True), nn.Conv2d(c2, 1, 1),
         )
         self.policy_head = nn.Sequential(nn.Conv2d(f, q, 1), nn.ReLU(inplace=True), nn.Conv2d(q, 1, 1))
 
@@ -132,26 +134,25 @@ class LiteNet2(nn.Module):
         return [*self.pixel_embed.parameters(), *self.policy_head.parameters()]
 
     def features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Stem features ``[B, c2, H/2, W/2]`` and fused stride-8 features ``[B, F, H/8, W/8]``."""
-        s2 = self.stem(standardise(image))
-        f8 = self.block8(self.block4(s2))
+        """Standardised image ``[B, 1, H, W]`` and fused stride-8 features ``[B, F, H/8, W/8]``."""
+        x = standardise(image)
+        f8 = self.block8(self.block4(self.stem(x)))
         f16 = self.block16(f8)
         f32 = self.block32(f16)
         # top-down: stride 32 joins stride 16 there, then one upsampling to stride 8
         g16 = self.lateral16(f16) + upsample(f32, f16.shape[-2:])
-        return s2, self.fuse(self.lateral8(f8) + upsample(g16, f8.shape[-2:]))
+        return x, self.fuse(self.lateral8(f8) + upsample(g16, f8.shape[-2:]))
 
-    def policy_logits(self, s2: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
-        """Stride-2 logits ``[B, 1, H/2, W/2]`` from stem features and detached shared features.
+    def policy_logits(self, x: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
+        """Stride-2 logits ``[B, 1, H/2, W/2]`` from the standardised image and detached shared features.
 
         Always fp32, also inside a bf16/fp16 autocast: bf16 rounding of logits that span a few
         hundred reorders the top-k (measured on v1: 15 % of KITTI keypoints change).
         """
-        with torch.autocast(s2.device.type, enabled=False):
-            s2, shared = s2.detach().float(), shared.detach().float()
-            coarse = self.policy_head(shared)  # region-level preference at stride 8
-            up = F.interpolate(coarse, size=s2.shape[-2:], mode="bilinear", align_corners=False)
-            return self.pixel_embed(s2) + up
+        with torch.autocast(x.device.type, enabled=False):
+            pixel = self.pixel_embed(x.float())
+            coarse = self.policy_head(shared.detach().float())  # region-level preference at stride 8
+            return pixel + F.interpolate(coarse, size=pixel.shape[-2:], mode="bilinear", align_corners=False)
 
     def describe(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """Stage-1 outputs only (descriptors, matchability), skipping the policy head."""
@@ -162,10 +163,10 @@ class LiteNet2(nn.Module):
         }
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        s2, shared = self.features(image)
+        x, shared = self.features(image)
         out = {"descriptors": F.normalize(self.descriptor_head(shared), dim=1)}
         if self.with_matchability:
             out["matchability"] = torch.sigmoid(self.matchability_head(shared))
-        logits = self.policy_logits(s2, shared)
+        logits = self.policy_logits(x, shared)
         out["logits"] = repeat2(logits) if self.full_res_logits else logits
         return out

@@ -51,16 +51,15 @@ def test_full_resolution_logits_repeat_the_stride2_policy():
 def test_extractor_maps_stride2_keypoints_to_image_pixels():
     """A bright blob centred on image pixel (41, 23) gives a keypoint there (stride-2 grid + soft-argmax)."""
     net = LiteNet2().eval()
-    with torch.no_grad():  # a policy that scores the image itself: logit = stem response to brightness
+    with torch.no_grad():  # a policy that scores the image itself: logit = brightness at stride 2
         for m in net.modules():
             if isinstance(m, torch.nn.Conv2d):
                 m.weight.zero_()
                 if m.bias is not None:
                     m.bias.zero_()
-        net.stem[0].weight[0, 0, 1, 1] = 1.0
-        net.stem[1].running_var.fill_(1.0)
         net.pixel_embed[0].weight[0, 0, 1, 1] = 1.0
-        net.pixel_embed[2].weight[0, 0] = 1.0
+        net.pixel_embed[2].weight[0, 0, 1, 1] = 1.0
+        net.pixel_embed[4].weight[0, 0] = 1.0
     ext = TraqPoint(net, num_keypoints=1, subpixel=True)
     y, x = torch.meshgrid(torch.arange(64.0), torch.arange(96.0), indexing="ij")
     img = torch.exp(-((x - 41) ** 2 + (y - 23) ** 2) / 8.0)[None, None]
