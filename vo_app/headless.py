@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import cv2
@@ -9,6 +10,8 @@ from tqdm import tqdm
 
 from frontend.draw import draw_tracks
 from models.errors import TraqPointError
+
+log = logging.getLogger(__name__)
 
 
 class TrackVideo:
@@ -39,14 +42,16 @@ def run_headless(
 
     Ctrl-C stops early and still writes every output; ``results.json`` then says
     ``"partial": true`` and ``"ended": "interrupted (Ctrl-C)"`` (the caller exits with 130).
-    A live source that stops delivering frames ends the run the same way, with its reason.
+    A live source that stops delivering frames ends the run with its reason in ``"ended"``.
+    An error in the middle of the run (a bad frame the source cannot skip, a bug) also writes
+    what was done, ``"partial": true`` with the error in ``"ended"``, and is then raised again.
     """
     total = pipeline.source.num_frames
     if pipeline.max_frames is not None and total is not None:
         total = min(total, pipeline.max_frames)
     writer = TrackVideo(video) if video else None
     bar = tqdm(total=total, desc=f"VO {pipeline.extractor.name}", unit="frame", dynamic_ncols=True)
-    interrupted = False
+    interrupted, failure = False, None
     try:
         for step in pipeline.run():
             if writer:
@@ -55,12 +60,21 @@ def run_headless(
             bar.set_postfix(fps=f"{step.fps:.1f}", tracks=step.stats["active"], kf=pipeline.odometry.keyframes)
     except KeyboardInterrupt:
         interrupted = True
+    except Exception as err:  # noqa: BLE001 - written down below, then raised again
+        failure = err
     finally:
         bar.close()
         if writer:
             writer.close()
-    metrics = pipeline.write_outputs(out, export_ply=export_ply, extra=run_end(pipeline, interrupted))
-    return metrics, interrupted
+    if failure is None:
+        return pipeline.write_outputs(out, export_ply=export_ply, extra=run_end(pipeline, interrupted)), interrupted
+    if pipeline.summary.rows:  # lose nothing: the frames done before the error
+        try:
+            pipeline.write_outputs(out, extra={"partial": True, "ended": f"error: {failure}"})
+            log.warning("the %d frames done before the error are in %s", len(pipeline.summary.rows), out)
+        except Exception as err:  # noqa: BLE001 - the original error is the one to report
+            log.warning("could not write the partial outputs: %s", err)
+    raise failure
 
 
 def run_end(pipeline, interrupted: bool) -> dict:

@@ -253,6 +253,24 @@ def test_ctrl_c_writes_partial_outputs_and_exits_130(tmp_path, capsys, monkeypat
     assert result["metrics"]["frames"] == 5 and len(np.loadtxt(out / "trajectory_kitti.txt")) == 5
 
 
+def test_an_error_mid_run_keeps_the_frames_done(tmp_path, capsys, monkeypatch):
+    track, calls = Tracker.track, {"n": 0}
+
+    def failing_track(self, frame):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise RuntimeError("boom")
+        return track(self, frame)
+
+    monkeypatch.setattr(Tracker, "track", failing_track)
+    out = tmp_path / "out"
+    code, _, err = run_cli(["--sequence", "demo", "--headless", *FAST, "--max-frames", 40, "--out", out], capsys)
+    lines = [line for line in err.splitlines() if line.startswith("traqpoint-vo: error:")]
+    assert code == 1 and len(lines) == 1 and "RuntimeError: boom" in lines[0] and "Traceback" not in err
+    result = json.loads((out / "results.json").read_text())
+    assert result["partial"] is True and result["ended"] == "error: boom" and result["metrics"]["frames"] == 5
+
+
 class StallingCapture:
     """A camera that delivers textured frames moving right, stalls, delivers again, then is unplugged."""
 
