@@ -11,12 +11,11 @@ semantics (dense descriptors + matchability at stride 8, a policy logit for ever
 - **backbone**: strides 4/8/16/32 with channels 16/32/96/192 (v1: 24/64/128/192); the wide
   stages are depthwise-separable; fused top-down (32 -> 16 -> 8) by 1x1 laterals and a
   depthwise 3x3 whose pointwise half is the descriptor head (v1: a dense 3x3, 276 MMAC alone).
-- **policy head**: its own stride-2 3x3 on the image, then a depthwise-separable 3x3, give one
-  logit per 2x2 block (7x7 px receptive field) plus a region-level context logit from the detached shared
-  features (bilinear to stride 2). Keypoints are picked on this stride-2 map (NMS, top-k) and
-  refined to sub-pixel positions by a local soft-argmax, which also costs 4x less than selection
-  on a full-resolution map. (A head with one logit per pixel phase was tried: stage 2 turned it
-  into a 2 px lattice.)
+- **policy head**: its own stride-2 3x3 on the image, two depthwise 3x3 and a pointwise give one
+  logit per 2x2 block (11x11 px receptive field; the variants that stage 2 broke are listed in
+  ``__init__``). Keypoints are picked on this stride-2 map (NMS, top-k) and refined to sub-pixel
+  positions by a local soft-argmax, which also costs 4x less than selection on a full-resolution
+  map.
 """
 
 from __future__ import annotations
@@ -79,7 +78,6 @@ class LiteNet2(nn.Module):
         "dims": (8, 16, 32, 96, 192),  # channels at strides 2 (stem), 4, 8, 16, 32
         "fused_dim": 64,  # channels of the fused stride-8 map
         "descriptor_dim": 64,  # D of the dense descriptor map
-        "context_dim": 32,  # hidden width of the region-level context head
     }
 
     def __init__(self, **conf: object) -> None:
@@ -89,7 +87,7 @@ class LiteNet2(nn.Module):
             raise ValueError(f"unknown LiteNet2 options: {sorted(unknown)}")
         self.conf = {**self.default_conf, **conf}
         c2, c4, c8, c16, c32 = self.conf["dims"]
-        f, d, q = self.conf["fused_dim"], self.conf["descriptor_dim"], self.conf["context_dim"]
+        f, d = self.conf["fused_dim"], self.conf["descriptor_dim"]
         self.stem = conv_bn(1, c2, stride=2)
         self.block4 = nn.Sequential(conv_bn(c2, c4, stride=2), conv_bn(c4, c4))
         self.block8 = nn.Sequential(conv_bn(c4, c8, stride=2), conv_bn(c8, c8))
@@ -101,16 +99,19 @@ class LiteNet2(nn.Module):
         self.fuse = conv_bn(f, f, groups=f)  # depthwise 3x3; the descriptor head is its pointwise half
         self.descriptor_head = nn.Conv2d(f, d, 1)
         self.matchability_head = nn.Sequential(conv_bn(f, 16, k=1), nn.Conv2d(16, 1, 1))
-        # policy: pixel-precise term from the stem (4 phases of each 2x2 block) + coarse context
-        # its own stride-2 3x3 on the image (stage 2 trains it; the descriptor's frozen stem, tried
-        # first, gave unrepeatable keypoints) + depthwise 3x3 + ReLU + pointwise: one logit per
-        # stride-2 pixel, 7x7 px receptive field. One logit, not one per pixel phase: a 4-phase head
-        # was measured to let stage 2 put 99 % of the keypoints on one phase (a 2 px lattice).
+        # The policy: its own stride-2 3x3 on the image (trained in stage 2), then two depthwise 3x3
+        # and a pointwise, one logit per stride-2 pixel (11x11 px receptive field). Measured and
+        # dropped: (1) one logit per pixel phase: stage 2 put 99 % of the keypoints on one phase
+        # (a 2 px lattice); (2) reading the descriptor's frozen stem; (3) adding a region-level
+        # context logit from the shared features, as v1 does: stage 2 made it dominate (std 13.5
+        # against 4.8), a smooth map whose rank within a cell survives warps (consistency 0.95)
+        # but whose peaks are not repeatable (churchill repeatability 24 %, v1: 69 %).
         self.pixel_embed = nn.Sequential(
             nn.Conv2d(1, c2, 3, stride=2, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(c2, c2, 3, padding=1, groups=c2), nn.ReLU(inplace=True), nn.Conv2d(c2, 1, 1),
+            nn.Conv2d(c2, c2, 3, padding=1, groups=c2), nn.ReLU(inplace=True),
+            nn.Conv2d(c2, c2, 3, padding=1, groups=c2), nn.ReLU(inplace=True),
+            nn.Conv2d(c2, 1, 1),
         )
-        self.policy_head = nn.Sequential(nn.Conv2d(f, q, 1), nn.ReLU(inplace=True), nn.Conv2d(q, 1, 1))
 
     @staticmethod
     def conf_from_state(state: dict) -> dict:
@@ -121,7 +122,6 @@ class LiteNet2(nn.Module):
             "dims": dims,
             "fused_dim": state["lateral8.weight"].shape[0],
             "descriptor_dim": state["descriptor_head.weight"].shape[0],
-            "context_dim": state["policy_head.0.weight"].shape[0],
         }
 
     @staticmethod
@@ -131,7 +131,7 @@ class LiteNet2(nn.Module):
 
     def policy_parameters(self) -> list[nn.Parameter]:
         """Parameters trained in stage 2 (everything else is the frozen descriptor)."""
-        return [*self.pixel_embed.parameters(), *self.policy_head.parameters()]
+        return list(self.pixel_embed.parameters())
 
     def features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Standardised image ``[B, 1, H, W]`` and fused stride-8 features ``[B, F, H/8, W/8]``."""
@@ -143,16 +143,14 @@ class LiteNet2(nn.Module):
         g16 = self.lateral16(f16) + upsample(f32, f16.shape[-2:])
         return x, self.fuse(self.lateral8(f8) + upsample(g16, f8.shape[-2:]))
 
-    def policy_logits(self, x: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
-        """Stride-2 logits ``[B, 1, H/2, W/2]`` from the standardised image and detached shared features.
+    def policy_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Stride-2 logits ``[B, 1, H/2, W/2]`` from the standardised image ``[B, 1, H, W]``.
 
         Always fp32, also inside a bf16/fp16 autocast: bf16 rounding of logits that span a few
         hundred reorders the top-k (measured on v1: 15 % of KITTI keypoints change).
         """
         with torch.autocast(x.device.type, enabled=False):
-            pixel = self.pixel_embed(x.float())
-            coarse = self.policy_head(shared.detach().float())  # region-level preference at stride 8
-            return pixel + F.interpolate(coarse, size=pixel.shape[-2:], mode="bilinear", align_corners=False)
+            return self.pixel_embed(x.float())
 
     def describe(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """Stage-1 outputs only (descriptors, matchability), skipping the policy head."""
@@ -167,6 +165,6 @@ class LiteNet2(nn.Module):
         out = {"descriptors": F.normalize(self.descriptor_head(shared), dim=1)}
         if self.with_matchability:
             out["matchability"] = torch.sigmoid(self.matchability_head(shared))
-        logits = self.policy_logits(x, shared)
+        logits = self.policy_logits(x)
         out["logits"] = repeat2(logits) if self.full_res_logits else logits
         return out
