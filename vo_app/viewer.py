@@ -31,7 +31,8 @@ NO_DISPLAY_HINT = ("run with --headless, or give Qt a display: QT_QPA_PLATFORM=o
 
 
 def check_display() -> None:
-    """Raise one clear :class:`TraqPointError` when Qt would have no display to open a window on."""
+    """Raise one clear :class:`TraqPointError` when Qt would have no display to open a window on, or
+    when its xcb platform plugin lacks system libraries (:mod:`vo_app.viewer_deps`)."""
     platform = os.environ.get("QT_QPA_PLATFORM", "")
     if platform.split(":")[0] not in ("", "xcb") or not sys.platform.startswith("linux"):
         return  # offscreen, wayland, vnc, ... chosen explicitly, or macOS / Windows: always a display
@@ -41,6 +42,12 @@ def check_display() -> None:
                              f"{NO_DISPLAY_HINT}")
     if display and not os.environ.get("WAYLAND_DISPLAY") and x_display_reachable(display) is False:
         raise TraqPointError(f"cannot connect to the X display {display!r}; {NO_DISPLAY_HINT}")
+    if platform.startswith("xcb") or not os.environ.get("WAYLAND_DISPLAY"):  # Qt will load its xcb plugin
+        from .viewer_deps import xcb_problem
+
+        problem = xcb_problem()  # Qt would abort the process (core dump) on a missing library
+        if problem:
+            raise TraqPointError(problem)
 
 
 def x_display_reachable(display: str) -> bool | None:
