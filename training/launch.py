@@ -70,13 +70,19 @@ def self_launch(module: str, argv: list[str], nproc: int) -> int:
     )
     if nproc > 1 and "OMP_NUM_THREADS" not in os.environ:
         os.environ["OMP_NUM_THREADS"] = "1"  # as torchrun; each rank sets its own thread count
-    log.info("starting %d %s processes (torch.distributed elastic_launch)", nproc, "GPU" if _cuda() else "CPU")
+    kind = "GPU" if _cuda() else "CPU"
+    log.info("starting %d %s process%s (torch.distributed elastic_launch)", nproc, kind, "es" if nproc > 1 else "")
+    agent_log = logging.getLogger("torch.distributed.elastic")
+    level = agent_log.level
+    agent_log.setLevel(logging.CRITICAL)  # a worker's failure is reported below in one line, not as an agent dump
     try:
         elastic_launch(config, sys.executable)("-m", module, *argv)
     except ChildFailedError as err:
         rank, failure = err.get_first_failure()
         print(f"error: rank {rank} of {nproc} exited with code {failure.exitcode}", file=sys.stderr)
         return failure.exitcode if failure.exitcode > 0 else 1
+    finally:
+        agent_log.setLevel(level)
     return 0
 
 
