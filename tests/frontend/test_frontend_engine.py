@@ -352,7 +352,7 @@ def test_cuda_engine_defaults_to_lookahead_and_the_tracker_matches_on_the_gpu():
         assert a.frame.keypoints.device.type == "cpu"
         # the same matcher on another device: float sums in another order may flip a near-tie or two
         assert abs(a.stats.matches - b.stats.matches) <= 2 and abs(a.stats.inliers - b.stats.inliers) <= 2
-    assert tracker.aktl == pytest.approx(reference.aktl, rel=0.05) and tracker.aktl > 1
+    assert tracker.aktl == pytest.approx(reference.aktl, rel=0.05)
 
 
 def test_frame_record_checks_and_views():
