@@ -83,6 +83,8 @@ def entropy_weight_at(step: int, total: int, schedule: float | list[float]) -> f
     (the authors: 0.015 -> 0.005); a single number is a constant weight."""
     if isinstance(schedule, (int, float)):
         return float(schedule)
+    if len(schedule) == 1:  # ``--entropy_weight 0.01`` on the command line is a one-element list
+        return float(schedule[0])
     start, end = schedule
     return start + (end - start) * min(1.0, step / max(total, 1))
 
