@@ -15,13 +15,13 @@ log = logging.getLogger(__name__)
 
 SHARED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights"
 LITE_WEIGHTS = PACKAGE_WEIGHTS / "traqpoint_lite.pt"
-LITE_V1_WEIGHTS = PACKAGE_WEIGHTS / "traqpoint_lite_v1.pt"  # the first lite network, kept for comparisons
+LITE2_WEIGHTS = PACKAGE_WEIGHTS / "traqpoint_lite2.pt"  # v2 network (models/lite2.py): 1.6x faster, less accurate
 METHODS = (
-    "traqpoint-lite", "traqpoint-lite-ms", "traqpoint-lite-v1", "traqpoint",
+    "traqpoint-lite", "traqpoint-lite-ms", "traqpoint-lite2", "traqpoint",
     "orb", "sift", "alike-t", "alike-n", "xfeat",
 )
 # extractors with a precision option
-PRECISION_METHODS = ("traqpoint-lite", "traqpoint-lite-ms", "traqpoint-lite-v1", "traqpoint")
+PRECISION_METHODS = ("traqpoint-lite", "traqpoint-lite-ms", "traqpoint-lite2", "traqpoint")
 PYRAMID = (1.0, 0.71, 0.5, 0.35)  # traqpoint-lite-ms: half-octave steps down to ~1/3 (zoom up to ~3x)
 
 
@@ -33,7 +33,7 @@ def _lite(weights: str | Path | None, device: str, name: str = "traqpoint-lite",
 
     if weights == "random":
         log.warning("%s: running with RANDOM weights (requested explicitly)", name)
-        net = LiteNet2()
+        net = LiteNet2() if name == "traqpoint-lite2" else LiteNet()
     else:
         path = Path(weights) if weights else LITE_WEIGHTS
         hint = "train them with `python -m training.stage1` then `training.stage2` (training/README.md)"
@@ -51,9 +51,9 @@ def _lite_pyramid(weights: str | Path | None, device: str, **kw) -> Extractor:
     return _lite(weights, device, name="traqpoint-lite-ms", **kw)
 
 
-def _lite_v1(weights: str | Path | None, device: str, **kw) -> Extractor:
-    """The first lite network (``models.lite``, 1.9 GMAC) with its shipped weights, for comparisons."""
-    return _lite(weights or LITE_V1_WEIGHTS, device, name="traqpoint-lite-v1", **kw)
+def _lite2(weights: str | Path | None, device: str, **kw) -> Extractor:
+    """The v2 lite network (``models.lite2``, 0.5 GMAC at KITTI size) with its shipped weights."""
+    return _lite(weights or LITE2_WEIGHTS, device, name="traqpoint-lite2", **kw)
 
 
 def _paper(weights: str | Path | None, device: str, **kw) -> Extractor:
@@ -90,7 +90,7 @@ def _opencv(cls_name: str):
 BUILDERS = {
     "traqpoint-lite": _lite,
     "traqpoint-lite-ms": _lite_pyramid,
-    "traqpoint-lite-v1": _lite_v1,
+    "traqpoint-lite2": _lite2,
     "traqpoint": _paper,
     "orb": _opencv("ORB"),
     "sift": _opencv("SIFT"),

@@ -13,7 +13,7 @@ from models.traqpoint import TraqPoint
 from models.weights_io import load_checkpoint
 from tests.conftest import shared_path
 
-LITE_WEIGHTS = models.factory.LITE_WEIGHTS
+LITE2_WEIGHTS = models.factory.LITE2_WEIGHTS
 
 
 def randomised() -> LiteNet2:
@@ -112,13 +112,11 @@ def test_policy_parameters_are_only_the_policy_heads():
 
 
 def test_shipped_weights_load_and_detect_on_a_real_frame():
-    state = load_checkpoint(LITE_WEIGHTS)
-    if not LiteNet2.fits_state(state):
-        pytest.skip("the shipped traqpoint-lite weights are not v2 yet")
+    assert LiteNet2.fits_state(load_checkpoint(LITE2_WEIGHTS))
     from models.image_io import read_image
 
     img = read_image(shared_path("kitti_mini", "sequences", "06", "image_0", "000010.png"))
-    ext = models.build("traqpoint-lite", num_keypoints=1024, precision="fp32")
+    ext = models.build("traqpoint-lite2", num_keypoints=1024, precision="fp32")
     assert isinstance(ext.net, LiteNet2)
     feats = ext.extract(torch.from_numpy(img).float()[None, None] / 255)[0]
     kp = feats["keypoints"]
