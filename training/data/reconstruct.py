@@ -21,7 +21,7 @@ model is kept and undistorted to PINHOLE cameras (``undistort_images``), and
 Cache layout ``OUT/<scene>/``: ``database.db``, ``sparse/`` (the model), ``undistorted/images``
 + ``undistorted/sparse``, ``scene.npz`` (the training index) and ``stats.json`` (registered
 images, points, reprojection error, seconds). A scene whose ``stats.json`` exists with the same
-settings is skipped (``--force`` redoes it); an interrupted scene restarts from scratch.
+settings is skipped (``--force`` redoes it; a failed scene is retried); an interrupted scene restarts from scratch.
 """
 
 from __future__ import annotations
@@ -169,21 +169,15 @@ def mapping_options(spec: SceneSpec, relaxed: bool = False):
     return opts
 
 
-def reconstruct_scene(spec: SceneSpec, scene_dir: Path, args: argparse.Namespace) -> dict:
-    """SIFT + matching + incremental mapping + undistortion of one scene; returns its stats."""
+def num_registered(maps: dict) -> int:
+    """Registered images of the largest model (0 for none)."""
+    return max((r.num_reg_images() for r in maps.values()), default=0)
+
+
+def features_and_matches(spec: SceneSpec, db: Path, args: argparse.Namespace, first_octave: int) -> None:
+    """SIFT extraction and matching (exhaustive or sequential) + geometric verification into ``db``."""
     import pycolmap
 
-    t0 = time.perf_counter()
-    if scene_dir.exists():
-        for sub in ("database.db", "sparse", "undistorted", "mapping", "scene.npz", "stats.json"):
-            p = scene_dir / sub
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-    scene_dir.mkdir(parents=True, exist_ok=True)
-    if spec.name == "euroc_v101":
-        prepare_euroc(spec)
-    if not spec.names:
-        spec.names = list_names(spec.image_dir)
-    db = scene_dir / "database.db"
     sizes = {cv2.imread(str(spec.image_dir / n), cv2.IMREAD_GRAYSCALE).shape for n in spec.names}
     reader = pycolmap.ImageReaderOptions()
     if spec.camera_params:
@@ -195,10 +189,9 @@ def reconstruct_scene(spec: SceneSpec, scene_dir: Path, args: argparse.Namespace
     extract.max_image_size = args.max_image_size
     extract.num_threads = args.threads
     extract.sift.max_num_features = args.max_features
-    extract.sift.first_octave = args.first_octave
-    print(f"[{spec.name}] {len(spec.names)} images, SIFT extraction ({mode.name} camera)", flush=True)
+    extract.sift.first_octave = first_octave
+    print(f"[{spec.name}] {len(spec.names)} images, SIFT from octave {first_octave} ({mode.name} camera)", flush=True)
     pycolmap.extract_features(db, spec.image_dir, spec.names, mode, reader, extract, device=pycolmap.Device.cpu)
-    t_extract = time.perf_counter() - t0
     matching = pycolmap.FeatureMatchingOptions()
     matching.num_threads = args.threads
     verify = pycolmap.TwoViewGeometryOptions()
@@ -211,21 +204,64 @@ def reconstruct_scene(spec: SceneSpec, scene_dir: Path, args: argparse.Namespace
         pairing = pycolmap.SequentialPairingOptions()
         pairing.overlap = args.sequential_overlap
         pycolmap.match_sequential(db, matching, pairing, verify, device=pycolmap.Device.cpu)
-    t_match = time.perf_counter() - t0 - t_extract
+
+
+def map_scene(spec: SceneSpec, db: Path, scene_dir: Path) -> tuple[dict, str]:
+    """Incremental mapping, retried with a relaxed initial pair under half the images registered."""
+    import pycolmap
+
     print(f"[{spec.name}] incremental mapping", flush=True)
-    mapping = "default"
     maps = pycolmap.incremental_mapping(db, spec.image_dir, scene_dir / "mapping", mapping_options(spec))
     shutil.rmtree(scene_dir / "mapping", ignore_errors=True)
-    registered = max((r.num_reg_images() for r in maps.values()), default=0)
-    if registered < len(spec.names) / 2:
-        print(
-            f"[{spec.name}] {registered}/{len(spec.names)} registered, retrying with a relaxed initial pair", flush=True
-        )
+    mapping = "default"
+    if num_registered(maps) < len(spec.names) / 2:
+        print(f"[{spec.name}] {num_registered(maps)}/{len(spec.names)} registered, relaxed initial pair", flush=True)
         retry = pycolmap.incremental_mapping(db, spec.image_dir, scene_dir / "mapping", mapping_options(spec, True))
         shutil.rmtree(scene_dir / "mapping", ignore_errors=True)
-        if max((r.num_reg_images() for r in retry.values()), default=0) > registered:
+        if num_registered(retry) > num_registered(maps):
             maps, mapping = retry, "relaxed"
-    if not maps or max(r.num_reg_images() for r in maps.values()) < 2:
+    return maps, mapping
+
+
+def reconstruct_scene(spec: SceneSpec, scene_dir: Path, args: argparse.Namespace) -> dict:
+    """SIFT + matching + incremental mapping + undistortion of one scene; returns its stats.
+
+    A scene that registers under half its images with SIFT from ``--first_octave`` 0 is extracted
+    and mapped once more from the upsampled octave -1 (~4x the features, ~4x the time); the model
+    with more registered images is kept.
+    """
+    import pycolmap
+
+    t0 = time.perf_counter()
+    if scene_dir.exists():
+        for sub in (
+            "database.db",
+            "database_octave-1.db",
+            "sparse",
+            "undistorted",
+            "mapping",
+            "scene.npz",
+            "stats.json",
+        ):
+            p = scene_dir / sub
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    scene_dir.mkdir(parents=True, exist_ok=True)
+    if spec.name == "euroc_v101":
+        prepare_euroc(spec)
+    if not spec.names:
+        spec.names = list_names(spec.image_dir)
+    features_and_matches(spec, scene_dir / "database.db", args, args.first_octave)
+    t_features = time.perf_counter() - t0
+    maps, mapping = map_scene(spec, scene_dir / "database.db", scene_dir)
+    if num_registered(maps) < len(spec.names) / 2 and args.first_octave >= 0:
+        print(f"[{spec.name}] {num_registered(maps)}/{len(spec.names)} registered, SIFT from octave -1", flush=True)
+        db = scene_dir / "database_octave-1.db"
+        features_and_matches(spec, db, args, -1)
+        retry, how = map_scene(spec, db, scene_dir)
+        if num_registered(retry) > num_registered(maps):
+            maps, mapping = retry, f"{how}, octave -1"
+    t_map = time.perf_counter() - t0 - t_features
+    if num_registered(maps) < 2:
         return {  # a scene without a model is recorded (and skipped when cached), not fatal
             "scene": spec.name,
             "source": str(spec.source),
@@ -240,7 +276,6 @@ def reconstruct_scene(spec: SceneSpec, scene_dir: Path, args: argparse.Namespace
     best = max(maps.values(), key=lambda r: (r.num_reg_images(), r.num_points3D()))
     (scene_dir / "sparse").mkdir()
     best.write(scene_dir / "sparse")
-    t_map = time.perf_counter() - t0 - t_extract - t_match
     pycolmap.undistort_images(scene_dir / "undistorted", scene_dir / "sparse", spec.image_dir)
     index = build_index(scene_dir / "undistorted" / "sparse", spec.name, spec.source)
     save_index(scene_dir / "scene.npz", index)
@@ -253,11 +288,12 @@ def reconstruct_scene(spec: SceneSpec, scene_dir: Path, args: argparse.Namespace
         "points3D": best.num_points3D(),
         "mean_track_length": round(float(best.compute_mean_track_length()), 2),
         "reprojection_px": round(float(best.compute_mean_reprojection_error()), 3),
-        "matching": "exhaustive" if exhaustive else f"sequential({args.sequential_overlap})",
+        "matching": "exhaustive"
+        if len(spec.names) <= args.exhaustive_max
+        else f"sequential({args.sequential_overlap})",
         "mapping": mapping,
         "seconds": {
-            "extract": round(t_extract, 1),
-            "match": round(t_match, 1),
+            "features_and_matching": round(t_features, 1),
             "map": round(t_map, 1),
             "total": round(time.perf_counter() - t0, 1),
         },
@@ -269,6 +305,14 @@ def settings(args: argparse.Namespace) -> dict:
     """The settings a cached scene was built with (a scene built otherwise is rebuilt)."""
     keys = ("max_image_size", "max_features", "first_octave", "exhaustive_max", "sequential_overlap")
     return {k: getattr(args, k) for k in keys}
+
+
+def cached(stats_file: Path, args: argparse.Namespace) -> bool:
+    """Whether a scene is done: reconstructed with the same settings (a failed scene is retried)."""
+    if not stats_file.is_file():
+        return False
+    stats = json.loads(stats_file.read_text())
+    return stats.get("settings") == settings(args) and "failed" not in stats
 
 
 def run(args: argparse.Namespace) -> list[dict]:
@@ -286,15 +330,13 @@ def run(args: argparse.Namespace) -> list[dict]:
         stats_file = scene_dir / "stats.json"
         if args.index_only:
             if not stats_file.is_file() or "failed" in json.loads(stats_file.read_text()):
-                print(f"[{k}/{len(specs)}] {spec.name}: not reconstructed yet, skipped", flush=True)
+                print(f"[{k}/{len(specs)}] {spec.name}: no model in the cache, skipped", flush=True)
                 continue
             save_index(
                 scene_dir / "scene.npz", build_index(scene_dir / "undistorted" / "sparse", spec.name, spec.source)
             )
             stats = json.loads(stats_file.read_text())
-        elif (
-            stats_file.is_file() and not args.force and json.loads(stats_file.read_text())["settings"] == settings(args)
-        ):
+        elif not args.force and cached(stats_file, args):
             stats = json.loads(stats_file.read_text())
             print(
                 f"[{k}/{len(specs)}] {spec.name}: cached ({stats['registered']}/{stats['images']} images)", flush=True

@@ -22,7 +22,7 @@ class DepthConfig:
     """How sparse point depths become a depth map (pixels of the training view)."""
 
     mode: Literal["interpolated", "sparse"] = "interpolated"
-    max_edge: float = 24.0  # longest triangle edge (px) that is still interpolated
+    max_edge: float = 48.0  # longest triangle edge (px) that is still interpolated
     max_ratio: float = 1.1  # largest depth ratio within a triangle
 
 
