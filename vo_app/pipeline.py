@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 from frontend.engine import ExtractionEngine
 from frontend.frame import Frame
@@ -27,6 +27,7 @@ from models.errors import BadInputError
 from .odometry import Odometry, OdometryStep
 from .run_log import PointStore, StatsLog
 from .stereo import StereoDepth
+from .trajectory import fill_gaps, write_kitti, write_tum
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,8 @@ class VOPipeline:
             res = self.tracker.track(frame)
             f = res.frame
             if self.odometry is None:
-                self.odometry = Odometry(f.K, self.scale, **self.odometry_conf)
+                size = getattr(self.source, "image_size", None)
+                self.odometry = Odometry(f.K, self.scale, image_size=size, **self.odometry_conf)
             gt = self.source.pose_at(f.index)
             kp = f.keypoints.numpy()
             stereo = None
@@ -127,6 +129,10 @@ class VOPipeline:
                 "correspondences": step.correspondences,
                 "pose_inliers": step.inliers,
                 "parallax_px": round(step.parallax_px, 3),
+                "kf_reason": step.kf_reason or "-",
+                "map_points": step.map_points,
+                "t_pnp_ms": round(step.t_pnp_ms, 3),
+                "t_ba_ms": round(step.t_ba_ms, 3),
                 "fps": round(fps, 2),
             }
             s = self.summary
@@ -148,6 +154,19 @@ class VOPipeline:
         return self.summary
 
     # -- outputs -------------------------------------------------------------------------------
+    def final_poses(self) -> np.ndarray:
+        """``[F, 4, 4]`` poses of the frames run so far, after the keyframes' last refinement.
+
+        Each frame is re-expressed from its reference keyframe's final pose (as ORB-SLAM saves its
+        trajectory); :attr:`RunSummary.poses` keeps the online estimates the viewer showed.
+        """
+        s = self.summary
+        if self.odometry is not None:
+            poses = self.odometry.trajectory()
+            if len(poses) == len(s.poses):
+                return poses
+        return np.stack(s.poses) if s.poses else np.zeros((0, 4, 4))
+
     def metrics(self) -> dict:
         """Trajectory metrics against ground truth (when known) and front-end statistics."""
         from .trajectory import ape, kitti_metrics, path_length
@@ -166,6 +185,13 @@ class VOPipeline:
             "fps": len(rows) / s.seconds if s.seconds > 0 else None,
             "scale": self.scale,
             "frames_without_keypoints": sum(r["keypoints"] == 0 for r in rows),
+            # every odometry fallback and event (re-initialisations, scale fallbacks, BA failures, culling)
+            "odometry_events": dict(sorted(self.odometry.counters.items())) if self.odometry else {},
+            "keyframe_reasons": dict(Counter(r["kf_reason"] for r in rows if r["keyframe"])),
+            "pnp_ms_median": float(np.median([r["t_pnp_ms"] for r in rows if r["t_pnp_ms"] > 0]))
+            if any(r["t_pnp_ms"] > 0 for r in rows)
+            else None,
+            "ba_ms_median": float(np.median(self.odometry.ba_ms)) if self.odometry and self.odometry.ba_ms else None,
             # frames of a source with ground truth whose own pose is unknown (NaN row, no association)
             "frames_without_gt": sum(g is None for g in s.gt) if getattr(self.source, "gt_poses", None) is not None
             else None,
@@ -173,10 +199,13 @@ class VOPipeline:
         have_gt = [g is not None for g in s.gt]
         if sum(have_gt) >= 3:
             gt = np.stack([g for g in s.gt if g is not None])
-            est = np.stack([p for p, ok in zip(s.poses, have_gt) if ok])
+            final = self.final_poses()
+            est = final[np.asarray(have_gt)]
+            online = np.stack([p for p, ok in zip(s.poses, have_gt) if ok])
             align = "sim3" if self.scale == "mono" else "se3"
             out.update(kitti_metrics(gt, est, align))
             out["alignment"] = align
+            out["ate_online_pct_path"] = ape(gt, online, align)["rmse"] / max(path_length(gt), 1e-9) * 100
             if self.scale != "mono":  # anchored at the first ground-truth pose, no alignment
                 out["ate_unaligned_pct_path"] = ape(gt, est, "none")["rmse"] / max(path_length(gt), 1e-9) * 100
         return out
@@ -187,11 +216,16 @@ class VOPipeline:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         s = self.summary
-        poses = np.stack(s.poses) if s.poses else np.zeros((0, 4, 4))
-        np.savetxt(out / "trajectory_kitti.txt", poses[:, :3].reshape(-1, 12), fmt="%.9e")
-        quat = Rotation.from_matrix(poses[:, :3, :3]).as_quat() if len(poses) else np.zeros((0, 4))
-        tum = np.column_stack([np.asarray(s.timestamps), poses[:, :3, 3], quat]) if len(poses) else np.zeros((0, 8))
-        np.savetxt(out / "trajectory_tum.txt", tum, fmt="%.9f")
+        poses = self.final_poses()
+        # skipped frames keep their row: a pose interpolated between their neighbours
+        indices, filled, _ = fill_gaps(np.asarray(s.indices), poses)
+        stamps = np.interp(indices, s.indices, s.timestamps) if len(indices) else np.zeros(0)
+        if len(filled):
+            write_kitti(out / "trajectory_kitti.txt", filled)
+            write_tum(out / "trajectory_tum.txt", stamps, filled)
+        else:
+            for name in ("trajectory_kitti.txt", "trajectory_tum.txt"):
+                (out / name).write_text("")
         if s.rows:
             s.rows.write_csv(out / "stats.csv")
         metrics = self.metrics()

@@ -1,0 +1,64 @@
+"""Camera pose from 2D-3D correspondences against the local map: PoseLib or OpenCV RANSAC PnP.
+
+Both estimators run a minimal-solver RANSAC (PoseLib: P3P in LO-RANSAC with a final
+Levenberg-Marquardt refinement on the inliers; OpenCV: ``solvePnPRansac`` with SQPnP, then
+``solvePnPRefineLM`` on the inliers) and return ``T_world_cam`` and the inlier mask, or ``None``
+with fewer than ``min_inliers``. Both are deterministic (fixed RANSAC seeds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import poselib
+
+from .map_geometry import invert, reprojection_error, to_h
+
+PNP_METHODS = ("poselib", "opencv")
+
+
+@dataclass
+class PnPResult:
+    pose: np.ndarray  # T_world_cam 4x4
+    inliers: np.ndarray  # [N] bool
+
+
+def solve_pnp(
+    K: np.ndarray,
+    uv: np.ndarray,
+    X: np.ndarray,
+    method: str = "poselib",
+    threshold_px: float = 2.5,
+    min_inliers: int = 15,
+    max_iterations: int = 1000,
+) -> PnPResult | None:
+    """Pose of the camera that sees world points ``X [N, 3]`` at pixels ``uv [N, 2]``."""
+    if method not in PNP_METHODS:
+        raise ValueError(f"pnp method must be one of {PNP_METHODS}, got {method!r}")
+    if len(uv) < max(4, min_inliers):
+        return None
+    uv, X = np.ascontiguousarray(uv, np.float64), np.ascontiguousarray(X, np.float64)
+    if method == "poselib":
+        camera = {"model": "PINHOLE", "width": 0, "height": 0, "params": [K[0, 0], K[1, 1], K[0, 2], K[1, 2]]}
+        ransac = {"max_reproj_error": threshold_px, "max_iterations": max_iterations, "min_iterations": 50, "seed": 0}
+        pose, info = poselib.estimate_absolute_pose(uv, X, camera, ransac, {})
+        T_cam_world = to_h(pose.R, pose.t)
+    else:
+        ok, rvec, tvec, idx = cv2.solvePnPRansac(
+            X, uv, K, None, iterationsCount=max_iterations, reprojectionError=threshold_px,
+            confidence=0.9999, flags=cv2.SOLVEPNP_SQPNP,
+        )  # fmt: skip
+        if not ok or idx is None or len(idx) < min_inliers:
+            return None
+        idx = idx.ravel()
+        rvec, tvec = cv2.solvePnPRefineLM(X[idx], uv[idx], K, None, rvec, tvec)
+        T_cam_world = to_h(cv2.Rodrigues(rvec)[0], tvec)
+    T = invert(T_cam_world)
+    if not np.isfinite(T).all():
+        return None
+    inliers = reprojection_error(K, T, X, uv) < threshold_px  # one inlier definition for both estimators
+    if inliers.sum() < min_inliers:
+        return None
+    return PnPResult(T, inliers)
