@@ -24,6 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .lite import LiteNet
+
 
 def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
     """Conv -> BatchNorm -> ReLU (folded into one convolution at inference, ``models/fusion.py``)."""
@@ -152,13 +154,7 @@ class LiteNet2(nn.Module):
         with torch.autocast(x.device.type, enabled=False):
             return self.pixel_embed(x.float())
 
-    def describe(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Stage-1 outputs only (descriptors, matchability), skipping the policy head."""
-        _, shared = self.features(image)
-        return {
-            "descriptors": F.normalize(self.descriptor_head(shared), dim=1),
-            "matchability": torch.sigmoid(self.matchability_head(shared)),
-        }
+    describe = LiteNet.describe  # stage-1 outputs only: the same heads on the shared features
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         x, shared = self.features(image)
