@@ -67,6 +67,14 @@ def parser() -> argparse.ArgumentParser:
     out.add_argument("--out", default="traqpoint_vo_out", help="output folder (default %(default)s)")
     out.add_argument("--headless", action="store_true", help="no window: run the pipeline and write the outputs")
     out.add_argument("--video", help="also write the tracks view as an mp4")
+    out.add_argument(
+        "--rerun",
+        nargs="?",
+        const="",
+        metavar="FILE.rrd",
+        help='log image, tracks, trajectory and map points to a Rerun recording (default OUT/recording.rrd; '
+        'pip install "traqpoint-vo[rerun]")',
+    )
     out.add_argument("--export-ply", action="store_true", help="write map.ply (trajectory + points, Open3D)")
     out.add_argument("--no-gl", action="store_true", help="viewer: 2D top-down trajectory instead of the 3D view")
     out.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -86,6 +94,11 @@ def check_args(args: argparse.Namespace) -> None:
     writable_dir(args.out, "--out")
     if args.video:
         writable_file(args.video, "--video", VIDEO_SUFFIXES)
+    if args.rerun is not None:  # the optional SDK and the file, before the run
+        from vo_app.rerun_log import import_rerun, rerun_path
+
+        import_rerun()
+        writable_file(rerun_path(args.rerun, args.out), "--rerun", (".rrd",))
     if args.export_ply:  # Open3D's system library is missing on some desktops: say so before the run, not after
         from vo_app.export import import_open3d
 
@@ -178,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
 
             check_display()  # before loading any model: fail fast without a screen
         pipeline, source = build_pipeline(args)
+        if args.rerun is not None:
+            from vo_app.rerun_log import RerunPipeline, rerun_path
+
+            pipeline = RerunPipeline(pipeline, rerun_path(args.rerun, args.out))
         if args.headless:
             from vo_app.headless import run_headless
 
