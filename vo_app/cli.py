@@ -3,6 +3,7 @@
 Examples:
   traqpoint-vo --sequence demo                         # built-in rendered scene, live viewer
   traqpoint-vo --sequence demo --headless --out out/demo
+  traqpoint-vo --sequence demo:1200 --headless --scale mono --out out/demo1200   # two laps, monocular
   traqpoint-vo --sequence kitti/01 --data-root ~/data/kitti/dataset --scale stereo
   traqpoint-vo --sequence ~/kitti/sequences/06 --headless --scale gt --out out/06
   traqpoint-vo --sequence ~/kitti/sequences/00 --headless --backend compile   # long runs: compiled net
@@ -34,7 +35,9 @@ def parser() -> argparse.ArgumentParser:
         prog="traqpoint-vo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     src = p.add_argument_group("input")
-    src.add_argument("--sequence", help="kitti/NN, demo, a KITTI/TUM/EuRoC folder, a video file or an image folder")
+    src.add_argument(
+        "--sequence", help="kitti/NN, demo or demo:N (N frames), a KITTI/TUM/EuRoC folder, a video or an image folder"
+    )
     src.add_argument("--webcam", type=int, metavar="N", help="live camera index N (cv2.VideoCapture)")
     src.add_argument(
         "--data-root",

@@ -9,7 +9,8 @@ Accepted forms (:data:`ACCEPTED`):
 - a path: a KITTI sequence folder (``image_0/`` + ``calib.txt``), a TUM folder (``rgb.txt``, or
   timestamp-named PNGs when ``tum_camera`` is given), a EuRoC folder (``mav0/``), a video
   file, or a folder of images (the last two need ``calib``);
-- ``demo``: the built-in rendered sequence; ``webcam`` / ``webcam:N``: camera ``N``.
+- ``demo`` / ``demo:N``: the built-in rendered sequence (``N`` frames, default 300);
+  ``webcam`` / ``webcam:N``: camera ``N``.
 
 Options (``**opts``) are passed to the source that takes them (e.g. ``colour``,
 ``allow_guess``, ``tum_camera``, ``num_frames``); an option no source knows is an error.
@@ -38,7 +39,7 @@ from .webcam import WebcamSource
 
 log = logging.getLogger(__name__)
 
-ACCEPTED = ("kitti/NN, demo, webcam[:N], or a path to a KITTI sequence, TUM or EuRoC folder, "
+ACCEPTED = ("kitti/NN, demo[:N], webcam[:N], or a path to a KITTI sequence, TUM or EuRoC folder, "
             "a video file or a folder of images")
 SOURCES = (KittiSource, TumSource, EurocSource, VideoSource, ImageFolderSource, WebcamSource, DemoSource)
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -48,7 +49,10 @@ def open_source(spec: str | Path, data_root: str | Path | None = None, calib=Non
     """Open the source named by ``spec`` (forms in the module docstring); raise one clear line."""
     _check_options(opts)
     text = str(spec).strip()
-    if text == "demo":
+    match = re.fullmatch(r"demo(?::(\d+))?", text)
+    if match:  # demo:N = the built-in sequence with N frames (e.g. demo:1200 for two laps)
+        if match.group(1):
+            opts = {**opts, "num_frames": int(match.group(1))}
         return _make(DemoSource, calib, opts)
     match = re.fullmatch(r"webcam(?::(\d+))?", text)
     if match:
