@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import logging
 import os
 import sys
 import time
@@ -63,9 +64,17 @@ CUDA_BATCHES = (1, 8, 32)
 def load_frames(data: str | os.PathLike, count: int) -> tuple[list[np.ndarray], str]:
     """The first ``count`` grey ``uint8`` images of any ``traqpoint-vo`` sequence, in memory, and its name.
 
-    Calibration is not needed to time a front-end: folders and videos without one get a guessed K.
+    Calibration is not needed to time a front-end: folders and videos without one get a guessed K
+    (without the VO app's warning that poses would be wrong: no pose is computed here).
     """
-    with open_source(data, allow_guess=True) as source:
+    calib_log = logging.getLogger("vo_app.sources.calib")
+    level = calib_log.level
+    calib_log.setLevel(logging.ERROR)
+    try:
+        source = open_source(data, allow_guess=True)
+    finally:
+        calib_log.setLevel(level)
+    with source:
         frames = [
             f.image for f in tqdm(itertools.islice(source, count), desc="load", unit="img", leave=False, disable=None)
         ]

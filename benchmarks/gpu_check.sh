@@ -136,7 +136,7 @@ if speed:
         cells.append(f"{name} {m['fps_frontend']:.1f} fps ({prec})")
     for name, sweep in speed.get("batches", {}).items():
         b = max(sweep, key=int)
-        cells.append(f"{name} b{b}: naive {sweep[b]['naive']:.0f} / stream {sweep[b]['pipelined']:.0f} img/s")
+        cells.append(f"{name} b{b}: naive {sweep[b]['naive']:.1f} / stream {sweep[b]['pipelined']:.1f} img/s")
     notes["speed"] = "; ".join(cells)
 vo = read(out / "vo06" / "results.json")
 if vo:
