@@ -30,27 +30,44 @@ log = logging.getLogger(__name__)
 
 Backend = Literal["auto", "eager", "torchscript", "compile", "onnx"]
 BACKENDS = ("auto", "eager", "torchscript", "compile", "onnx")
-OUTPUT_KEYS = ("descriptors", "matchability", "logits")  # the dense maps of every TraqPoint network
+OUTPUT_KEYS = ("descriptors", "matchability", "logits")  # the dense maps a TraqPoint network may return, in order
+
+
+def output_keys(net: nn.Module, example: torch.Tensor) -> tuple[str, ...]:
+    """The keys of :data:`OUTPUT_KEYS` that ``net`` returns for ``example`` (e.g. LiteNet2 drops
+    ``matchability`` when its extractor detects with the policy)."""
+    with torch.inference_mode():
+        got = net(example)
+    return tuple(k for k in OUTPUT_KEYS if k in got)
 EXAMPLE_HW = (384, 1248)  # KITTI 1226x370 padded to the stride: the size traced/exported by default
 
 
 class TupleNet(nn.Module):
-    """Dict-returning network -> tuple in :data:`OUTPUT_KEYS` order (what trace/export need)."""
+    """Dict-returning network -> tuple of ``keys`` (what trace/export need)."""
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: nn.Module, keys: tuple[str, ...] = OUTPUT_KEYS) -> None:
         super().__init__()
         self.net = net
+        self.keys = keys
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.net(image)
-        return tuple(out[k] for k in OUTPUT_KEYS)
+        return tuple(out[k] for k in self.keys)
 
 
 class BackendNet(nn.Module):
     """Stands in for the network inside a TraqPoint extractor, running a compiled form of it."""
 
-    def __init__(self, net: nn.Module, run: Callable[[torch.Tensor], tuple], name: str, keep: nn.Module | None) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        run: Callable[[torch.Tensor], tuple],
+        name: str,
+        keep: nn.Module | None,
+        keys: tuple[str, ...] = OUTPUT_KEYS,
+    ) -> None:
         super().__init__()
+        self.keys = keys
         self.stride = net.stride
         self.conf = dict(getattr(net, "conf", {}))
         self.descriptor_dim = int(getattr(net, "descriptor_dim", None) or self.conf["descriptor_dim"])
@@ -60,7 +77,7 @@ class BackendNet(nn.Module):
         self._run = run
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        return dict(zip(OUTPUT_KEYS, self._run(image), strict=True))
+        return dict(zip(self.keys, self._run(image), strict=True))
 
 
 @contextmanager
@@ -74,16 +91,18 @@ def quiet_tracing() -> Iterator[None]:
 
 
 def _torchscript(net: nn.Module, example: torch.Tensor) -> BackendNet:
+    keys = output_keys(net, example)
     with torch.no_grad(), quiet_tracing():
-        traced = torch.jit.freeze(torch.jit.trace(TupleNet(net).eval(), example, check_trace=False))
-    return BackendNet(net, traced, "torchscript", traced)
+        traced = torch.jit.freeze(torch.jit.trace(TupleNet(net, keys).eval(), example, check_trace=False))
+    return BackendNet(net, traced, "torchscript", traced, keys)
 
 
 def _compile(net: nn.Module, example: torch.Tensor, precision: str = "fp32") -> BackendNet:
-    compiled = torch.compile(TupleNet(net).eval(), dynamic=False)
+    keys = output_keys(net, example)
+    compiled = torch.compile(TupleNet(net, keys).eval(), dynamic=False)
     with torch.inference_mode(), autocast_context(example.device, precision):
         compiled(example)  # compile now (under the extractor's autocast), not inside the first timed frame
-    return BackendNet(net, compiled, "compile", None)
+    return BackendNet(net, compiled, "compile", None, keys)
 
 
 def export_onnx(net: nn.Module, path: str | Path, example: torch.Tensor, opset: int = 17) -> Path:
@@ -93,8 +112,9 @@ def export_onnx(net: nn.Module, path: str | Path, example: torch.Tensor, opset: 
         import onnx  # noqa: F401 - required by torch.onnx.export
     except ImportError:
         raise BadInputError("the onnx backend needs `pip install onnx onnxruntime`") from None
-    dyn = {"image": {0: "batch", 2: "height", 3: "width"}} | {k: {0: "batch", 2: "h", 3: "w"} for k in OUTPUT_KEYS}
-    model = TupleNet(net).eval()
+    keys = output_keys(net, example)
+    dyn = {"image": {0: "batch", 2: "height", 3: "width"}} | {k: {0: "batch", 2: "h", 3: "w"} for k in keys}
+    model = TupleNet(net, keys).eval()
     was_training = net.training
     with quiet_tracing():
         torch.onnx.export(
@@ -102,7 +122,7 @@ def export_onnx(net: nn.Module, path: str | Path, example: torch.Tensor, opset: 
             (example,),
             str(path),
             input_names=["image"],
-            output_names=list(OUTPUT_KEYS),
+            output_names=list(keys),
             dynamic_axes=dyn,
             opset_version=opset,
             dynamo=False,
@@ -127,7 +147,7 @@ def _onnx(net: nn.Module, example: torch.Tensor, cache_dir: str | Path | None) -
         outs = session.run(None, {"image": image.detach().float().contiguous().numpy()})
         return tuple(torch.from_numpy(o) for o in outs)
 
-    return BackendNet(net, run, "onnx", None)
+    return BackendNet(net, run, "onnx", None, output_keys(net, example))
 
 
 def add_backend_argument(parser) -> None:
