@@ -85,6 +85,8 @@ def entropy_weight_at(step: int, total: int, schedule: float | list[float]) -> f
         return float(schedule)
     if len(schedule) == 1:  # ``--entropy_weight 0.01`` on the command line is a one-element list
         return float(schedule[0])
+    if len(schedule) != 2:
+        raise BadInputError(f"--entropy_weight takes one value or START END, not {len(schedule)} values")
     start, end = schedule
     return start + (end - start) * min(1.0, step / max(total, 1))
 

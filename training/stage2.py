@@ -176,6 +176,7 @@ def train(args: argparse.Namespace) -> tuple[Path, dict]:
     rank, world, device = setup_distributed(bool(args.distributed))
     args.rank, args.world = rank, world
     check_setup(args.credit, args.baseline, args.batch_size)
+    entropy_weight_at(0, 1, args.entropy_weight)  # a malformed schedule is refused before any data is read
     seed_everything(args.seed + rank)
     out = Path(args.out)
     if rank == 0:

@@ -287,6 +287,8 @@ def test_entropy_schedule_and_loss():
     assert entropy_weight_at(50, 100, [0.015, 0.005]) == pytest.approx(0.010)
     assert entropy_weight_at(200, 100, [0.015, 0.005]) == pytest.approx(0.005)
     assert entropy_weight_at(7, 100, 0.01) == 0.01
+    with pytest.raises(BadInputError, match="START END"):
+        entropy_weight_at(0, 100, [0.1, 0.2, 0.3])
     assert entropy_weight_at(7, 100, [0.01]) == 0.01  # the command line gives a one-element list
     logp = torch.tensor([[-1.0, -2.0, -3.0]], requires_grad=True)
     adv = torch.tensor([[1.0, -1.0, 0.0]])
