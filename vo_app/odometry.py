@@ -92,7 +92,7 @@ class Odometry:
         "pnp": "poselib",  # poselib | opencv (vo_app.map_pnp)
         "pnp_threshold": 2.5,  # px
         "init_min_parallax": 12.0,  # px rotation-compensated median parallax before a two-view init
-        "init_min_points": 40,  # triangulated points a two-view init needs
+        "init_min_points": 30,  # triangulated points a two-view init needs
         "init_max_frames": 40,  # frames one reference may wait for an initialisation
         "tri_max_error": 2.0,  # px reprojection error of a new point in both views
         "tri_min_angle": 0.5,  # deg triangulation angle of a new point
