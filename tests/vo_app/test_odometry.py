@@ -133,7 +133,7 @@ def test_memory_stays_bounded_on_a_long_run():
         visible.append(len(ids))
     assert len(odo.window) <= odo.conf["window"]
     assert max(sizes[60:]) < 1.5 * max(sizes[:60])  # the map does not grow with the run
-    assert max(sizes) < 1.5 * max(visible)  # about what one frame sees, not what the run saw
+    assert max(sizes) < 2 * max(visible)  # what the window keyframes see, not what the run saw
 
 
 def test_unknown_option_and_bad_scale():
