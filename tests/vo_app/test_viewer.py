@@ -86,9 +86,9 @@ def gl_expected(app) -> bool:
     return app.platformName() == "xcb" and QOpenGLContext().create()
 
 
-def demo_pipeline(max_frames: int) -> VOPipeline:
-    extractor = models.build("sift", num_keypoints=300)
-    return VOPipeline(open_source("demo"), extractor, scale="gt", num_keypoints=300, max_frames=max_frames)
+def demo_pipeline(max_frames: int, num_keypoints: int = 300) -> VOPipeline:
+    extractor = models.build("sift", num_keypoints=num_keypoints)
+    return VOPipeline(open_source("demo"), extractor, scale="gt", num_keypoints=num_keypoints, max_frames=max_frames)
 
 
 def wait_until(app, condition, timeout: float = 60.0) -> None:
@@ -134,17 +134,19 @@ def test_viewer_draws_tracks_and_trajectory(qt_app):
     from vo_app.viewer_views import BACKGROUND_RGB, EST_RGB, FRUSTUM_RGB
     from vo_app.viewer_window import ViewerWindow
 
-    window = ViewerWindow(demo_pipeline(15))
+    # 20 frames of 1000 SIFT keypoints: the local-map odometry initialises once the tracks have
+    # 12 px of parallax (frame 13 of the demo); 300 keypoints' short tracks end before that
+    window = ViewerWindow(demo_pipeline(20, 1000))
     window.show()
     window.start()
     try:
         wait_until(qt_app, lambda: window.finished)
         settle(qt_app, 0.2)
         assert window.error is None
-        assert window.frames_shown == 15 and len(window.est) == 15 and len(window.gt) == 15
+        assert window.frames_shown == 20 and len(window.est) == 20 and len(window.gt) == 20
         assert window.trajectory.kind == ("3d" if gl_expected(qt_app) else "2d")
         text = window.status.text()
-        for part in ("frame 14", "fps", "tracks", "inliers", "keyframes", "failures 0", "finished"):
+        for part in ("frame 19", "fps", "tracks", "inliers", "keyframes", "failures 0", "finished"):
             assert part in text, text
         assert len(window.points) > 50  # triangulated at the keyframes
 
