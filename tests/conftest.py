@@ -15,6 +15,18 @@ DATA = SHARED / "data"
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+def randomised(cls: type[torch.nn.Module]) -> torch.nn.Module:
+    """``cls()`` in eval mode, seeded, with BatchNorm statistics that are not the identity (so
+    folding them into the convolutions has work to do)."""
+    torch.manual_seed(0)
+    net = cls().eval()
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    return net
+
+
 def shared_path(*parts: str) -> Path:
     """Path under ../shared/data, or skip the test with the reason when it is absent."""
     path = DATA.joinpath(*parts)

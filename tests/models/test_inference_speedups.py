@@ -10,25 +10,15 @@ from models.fusion import fold_batchnorm, prepare_for_inference
 from models.lite import LiteNet
 from models.precision import native_bf16_cpu, resolve_precision
 from models.traqpoint import TraqPoint, resize_scale
-
-
-def randomised_lite() -> LiteNet:
-    """A LiteNet whose BatchNorm statistics are not the identity (so folding has work to do)."""
-    torch.manual_seed(0)
-    net = LiteNet().eval()
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-    return net
+from tests.conftest import randomised
 
 
 def test_folded_channels_last_network_matches_original():
-    net = randomised_lite()
+    net = randomised(LiteNet)
     x = torch.rand(1, 1, 64, 96)
     with torch.inference_mode():
         ref = net(x)
-        fast = prepare_for_inference(randomised_lite())
+        fast = prepare_for_inference(randomised(LiteNet))
         got = fast(x.contiguous(memory_format=torch.channels_last))
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
     for key in ("descriptors", "matchability", "logits"):
@@ -42,7 +32,7 @@ def test_fold_counts_every_conv_bn_pair():
 
 
 def test_policy_head_stays_fp32_under_bf16_autocast():
-    net = randomised_lite()
+    net = randomised(LiteNet)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         out = net(torch.rand(1, 1, 64, 96))
     assert out["logits"].dtype == torch.float32

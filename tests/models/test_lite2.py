@@ -11,20 +11,9 @@ from models.fusion import prepare_for_inference
 from models.lite2 import LiteNet2, repeat2, standardise
 from models.traqpoint import TraqPoint
 from models.weights_io import load_checkpoint
-from tests.conftest import shared_path
+from tests.conftest import randomised, shared_path
 
 LITE2_WEIGHTS = models.factory.LITE2_WEIGHTS
-
-
-def randomised() -> LiteNet2:
-    """A LiteNet2 with non-trivial BatchNorm statistics (so folding has work to do)."""
-    torch.manual_seed(0)
-    net = LiteNet2().eval()
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-    return net
 
 
 @pytest.mark.parametrize("hw", [(64, 96), (96, 160)])
@@ -78,8 +67,8 @@ def test_standardise_matches_instance_norm_on_a_smooth_image():
 def test_folded_channels_last_matches_and_matchability_can_be_skipped():
     x = torch.rand(1, 1, 64, 96)
     with torch.inference_mode():
-        ref = randomised()(x)
-        fast = prepare_for_inference(randomised())
+        ref = randomised(LiteNet2)(x)
+        fast = prepare_for_inference(randomised(LiteNet2))
         got = fast(x.contiguous(memory_format=torch.channels_last))
         fast.with_matchability = False
         lean = fast(x)
@@ -90,7 +79,7 @@ def test_folded_channels_last_matches_and_matchability_can_be_skipped():
 
 
 def test_policy_is_fp32_under_bf16_autocast():
-    net = randomised()
+    net = randomised(LiteNet2)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         out = net(torch.rand(1, 1, 64, 96))
     assert out["logits"].dtype == torch.float32
