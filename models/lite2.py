@@ -72,7 +72,6 @@ class LiteNet2(nn.Module):
     """
 
     stride = 8
-    version = 2
     logit_stride = 2  # the policy has one logit per 2x2 pixel block
     with_matchability = True
     full_res_logits = True  # False: ``logits`` at stride 2, for a wrapper that detects there
