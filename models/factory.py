@@ -25,7 +25,10 @@ PRECISION_METHODS = ("traqpoint-lite", "traqpoint-lite-ms", "traqpoint-lite2", "
 PYRAMID = (1.0, 0.71, 0.5, 0.35)  # traqpoint-lite-ms: half-octave steps down to ~1/3 (zoom up to ~3x)
 
 
-def _lite(weights: str | Path | None, device: str, name: str = "traqpoint-lite", **kw) -> Extractor:
+def _lite(
+    weights: str | Path | None, device: str, name: str = "traqpoint-lite", version: int = 1, **kw
+) -> Extractor:
+    """A lite extractor; a checkpoint's tensors pick v1 or v2, ``version`` only for ``weights="random"``."""
     from .fusion import prepare_for_inference
     from .lite import LiteNet
     from .lite2 import LiteNet2
@@ -33,7 +36,7 @@ def _lite(weights: str | Path | None, device: str, name: str = "traqpoint-lite",
 
     if weights == "random":
         log.warning("%s: running with RANDOM weights (requested explicitly)", name)
-        net = LiteNet2() if name == "traqpoint-lite2" else LiteNet()
+        net = LiteNet2() if version == 2 else LiteNet()
     else:
         path = Path(weights) if weights else LITE_WEIGHTS
         hint = "train them with `python -m training.stage1` then `training.stage2` (training/README.md)"
@@ -53,7 +56,7 @@ def _lite_pyramid(weights: str | Path | None, device: str, **kw) -> Extractor:
 
 def _lite2(weights: str | Path | None, device: str, **kw) -> Extractor:
     """The v2 lite network (``models.lite2``, 0.5 GMAC at KITTI size) with its shipped weights."""
-    return _lite(weights or LITE2_WEIGHTS, device, name="traqpoint-lite2", **kw)
+    return _lite(weights or LITE2_WEIGHTS, device, name="traqpoint-lite2", version=2, **kw)
 
 
 def _paper(weights: str | Path | None, device: str, **kw) -> Extractor:
