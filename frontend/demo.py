@@ -23,7 +23,7 @@ import numpy as np
 
 import models
 from models.arguments import check_count, check_device, writable_file
-from models.errors import BadInputError, MissingFileError, TraqPointError
+from models.errors import BadInputError, MissingFileError, TraqPointError, os_error_line
 from models.image_io import read_image
 
 from .backends import add_backend_argument
@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except OSError as err:
-        print(f"error: {err.filename or ''} {err.strerror or err}".strip(), file=sys.stderr)
+        print(f"error: {os_error_line(err)}", file=sys.stderr)
         return 1
     print(
         f"method {args.method}  frames {summary['frames']}  keypoints {summary['keypoints_mean']:.0f}  "

@@ -11,3 +11,8 @@ class MissingFileError(TraqPointError, FileNotFoundError):
 
 class BadInputError(TraqPointError, ValueError):
     """An input exists but cannot be used (corrupt image, wrong shape, wrong weights)."""
+
+
+def os_error_line(err: OSError) -> str:
+    """One line for an operating-system failure (disk full, a file vanished): the file and the reason."""
+    return f"{err.filename or ''} {err.strerror or err}".strip()

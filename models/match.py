@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from .arguments import check_count, check_device, writable_file
-from .errors import BadInputError, TraqPointError
+from .errors import BadInputError, TraqPointError, os_error_line
 from .factory import METHODS, build
 from .geometry import verify_fundamental
 from .image_io import read_image
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except OSError as err:
-        print(f"error: {err.filename or ''} {err.strerror or err}".strip(), file=sys.stderr)
+        print(f"error: {os_error_line(err)}", file=sys.stderr)
         return 1
     return 0
 

@@ -23,7 +23,7 @@ import traceback
 from frontend.backends import add_backend_argument
 from models import METHODS
 from models.arguments import check_count, check_device, writable_dir, writable_file
-from models.errors import BadInputError, TraqPointError
+from models.errors import BadInputError, TraqPointError, os_error_line
 from models.machine import machine_line
 from models.precision import add_precision_argument, check_precision, extractor_precision
 
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         print("traqpoint-vo: interrupted", file=sys.stderr)
         return 130
     except OSError as err:  # disk full, a file vanished under us, ...
-        return fail(f"{err.filename or ''} {err.strerror or err}".strip(), args.verbose, code=1)
+        return fail(os_error_line(err), args.verbose, code=1)
     except Exception as err:  # noqa: BLE001 - a bug: one line, the traceback with -v
         return fail(f"internal error {type(err).__name__}: {err} (rerun with -v for the traceback)", args.verbose, 1)
     print(f"{pipeline.extractor.name} on {source.name}: scale={pipeline.scale}")
