@@ -63,3 +63,12 @@ def cell_centres(h: int, w: int, stride: int, device: torch.device | str = "cpu"
         indexing="ij",
     )
     return torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=-1)
+
+
+def rescale_pixels(points: torch.Tensor, factor: float | torch.Tensor) -> torch.Tensor:
+    """Pixel coordinates ``[..., 2]`` of an image resized by ``factor`` (a scalar or per-axis ``[2]``).
+
+    Pixel centres are integers, so the image spans ``[-0.5, W - 0.5]`` and the map is
+    ``x' + 0.5 = (x + 0.5) * factor`` (a stride-``s`` map to the image: ``factor = s``).
+    """
+    return (points + 0.5) * factor - 0.5

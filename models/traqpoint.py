@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .base import Extractor
-from .conventions import Features
+from .conventions import Features, rescale_pixels
 from .image_io import rgb_to_grey
 from .keypoints import minmax_range, refine_subpixel, select_keypoints
 from .precision import Precision, autocast_context, resolve_precision
@@ -134,11 +134,11 @@ class TraqPoint(Extractor):
         for i, (kp, sc) in enumerate(zip(kpts, vals)):  # a loop over images, not keypoints
             if self.subpixel:  # the soft-argmax is invariant to the normalisation: raw map is fine
                 kp = refine_subpixel(raw[i], kp)
-            if st != 1:  # map pixel centres to image pixel centres: x = s * (x_map + 0.5) - 0.5
-                kp = st * kp + (st - 1) / 2
+            if st != 1:  # score-map pixels -> image pixels
+                kp = rescale_pixels(kp, st)
             desc = sample_descriptors(dense[i : i + 1], kp[None], padded_hw)[0]
-            if scale != 1.0:  # pixel centres are integers: x_full + 0.5 = (x_scaled + 0.5) / scale
-                kp = (kp + 0.5) / scale - 0.5
+            if scale != 1.0:  # pyramid level -> full-image pixels
+                kp = rescale_pixels(kp, 1.0 / scale)
             score = (sc - lo[i]) / span[i]
             feats.append(Features(keypoints=kp.float(), scores=score.float(), descriptors=desc))
         return feats

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
 from .base import Extractor
-from .conventions import Features
+from .conventions import Features, rescale_pixels
 from .keypoints import nms_mask, select_keypoints
 from .sampling import sample_descriptors
 from .xfeat_net import XFeatNet, cell_heatmap
@@ -120,7 +120,7 @@ class XFeat(Extractor):
         desc = sample_descriptors(dense, padded, tuple(x.shape[-2:]), mode=self.descriptor_mode)
         scale = padded.new_tensor([sx, sy])
         return [
-            Features(keypoints=(kp + 0.5) * scale - 0.5, scores=sc.float(), descriptors=d[:n])
+            Features(keypoints=rescale_pixels(kp, scale), scores=sc.float(), descriptors=d[:n])
             for kp, sc, d, n in zip(kpts, vals, desc, counts)
         ]
 
