@@ -37,7 +37,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 from tqdm import tqdm
@@ -52,6 +51,7 @@ from vo_app.sources import open_source
 
 from . import runner
 from .methods import Method
+from .plots import save_figure
 
 NAME = "frontend_speed"
 KEYS = ("fps_extract", "fps_frontend", "latency_ms_p50", "latency_ms_p95", "keypoints_mean", "aktl")
@@ -286,9 +286,7 @@ def plot(outcome: runner.Outcome, path: Path) -> None:
     for a in fig.axes:
         a.grid(alpha=0.3)
         a.tick_params(axis="x", rotation=30)
-    FigureCanvasAgg(fig)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
 
 
 def run_and_print(args: argparse.Namespace) -> runner.Outcome:

@@ -41,7 +41,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
@@ -56,6 +55,7 @@ from vo_app.trajectory import path_length, umeyama
 from . import kitti_protocol, runner
 from .frontend_speed import backend_ran, network_backend
 from .methods import Method
+from .plots import save_figure
 
 NAME = "kitti"
 SCHEMA_KEYS = (
@@ -310,9 +310,7 @@ def plot(outcome: runner.Outcome, path: Path) -> None:
     for ax in (top, err):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    FigureCanvasAgg(fig)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
 
 
 SPEC = runner.BenchmarkSpec(NAME, __doc__.splitlines()[0], KEYS, run, add_args, plot, num_keypoints=1024)

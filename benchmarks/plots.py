@@ -9,7 +9,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 
-def _save(fig: Figure, path: Path) -> None:
+def save_figure(fig: Figure, path: Path) -> None:
+    """Lay out ``fig`` and write it to ``path`` (format from the suffix) at 120 dpi on an Agg canvas."""
     FigureCanvasAgg(fig)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -27,7 +28,7 @@ def plot_cumulative(errors: dict[str, np.ndarray], path: Path, max_error: float,
     ax.set(xlabel=xlabel, ylabel="% of pairs", title=title, xlim=(0, max_error), ylim=(0, 100))
     ax.grid(alpha=0.3)
     ax.legend()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, xlabel: str, ylabel: str, title: str):
@@ -39,7 +40,7 @@ def plot_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, xl
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title, ylim=(0, 100))
     ax.grid(alpha=0.3)
     ax.legend()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_bars(result: dict, keys: tuple[str, ...], path: Path) -> None:
@@ -52,4 +53,4 @@ def plot_bars(result: dict, keys: tuple[str, ...], path: Path) -> None:
         ax.bar(names, [v if v is not None else 0 for v in vals])
         ax.set_title(key)
         ax.tick_params(axis="x", rotation=45)
-    _save(fig, path)
+    save_figure(fig, path)

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
@@ -35,6 +34,7 @@ from vo_app.sources.demo import DemoSource
 from . import demo_truth, runner
 from .methods import Method
 from .metrics import tracking as tm
+from .plots import save_figure
 
 NAME = "tracking"
 KEYS = ("loc_err_px_p50", "loc_err_px_p90", "drift_px", "coverage", "aktl", "inliers_mean")
@@ -147,9 +147,7 @@ def plot(outcome: runner.Outcome, path: Path) -> None:
     )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    FigureCanvasAgg(fig)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
 
 
 SPEC = runner.BenchmarkSpec(NAME, __doc__.splitlines()[0], KEYS, run, add_args, plot, num_keypoints=1024)
