@@ -32,12 +32,8 @@ def cuda_ok(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_available()
 
 
-class PinnedRing:
-    """``num_slots`` reusable host buffers, page-locked when CUDA is usable.
-
-    :meth:`acquire` blocks until a slot is free; the consumer :meth:`release` s it once the
-    upload that read it has completed. A slot is re-allocated when the batch shape changes.
-    """
+class _SlotRing:
+    """``num_slots`` host buffers (page-locked when ``pin``), handed out one free slot at a time."""
 
     def __init__(self, num_slots: int, pin: bool) -> None:
         self.pin = pin
@@ -45,6 +41,18 @@ class PinnedRing:
         self.free: queue.Queue[int] = queue.Queue()
         for i in range(num_slots):
             self.free.put(i)
+
+    def release(self, slot: int) -> None:
+        """Give ``slot`` back once its buffer is no longer read."""
+        self.free.put(slot)
+
+
+class PinnedRing(_SlotRing):
+    """``num_slots`` reusable host buffers, page-locked when CUDA is usable.
+
+    :meth:`acquire` blocks until a slot is free; the consumer :meth:`release` s it once the
+    upload that read it has completed. A slot is re-allocated when the batch shape changes.
+    """
 
     def acquire(self, like: torch.Tensor, timeout: float | None = None) -> tuple[int, torch.Tensor]:
         """A free slot holding a copy of the CPU tensor ``like``; raises ``queue.Empty`` on timeout."""
@@ -55,9 +63,6 @@ class PinnedRing:
             self.buffers[slot] = buf
         buf.copy_(like)
         return slot, buf
-
-    def release(self, slot: int) -> None:
-        self.free.put(slot)
 
 
 @dataclass
@@ -91,19 +96,12 @@ def unpack_features(block: torch.Tensor, counts: list[int], dim: int) -> list[Fe
     return out
 
 
-class ResultRing:
+class ResultRing(_SlotRing):
     """``num_slots`` growable float32 host buffers (pinned when CUDA is usable) that downloads land in.
 
     :meth:`acquire` blocks until a slot is free; the consumer :meth:`release` s it after it has
     copied the features out. A slot grows (re-allocated) when a batch needs more room.
     """
-
-    def __init__(self, num_slots: int, pin: bool) -> None:
-        self.pin = pin
-        self.buffers: list[torch.Tensor | None] = [None] * num_slots
-        self.free: queue.Queue[int] = queue.Queue()
-        for i in range(num_slots):
-            self.free.put(i)
 
     def acquire(self, numel: int) -> tuple[int, torch.Tensor]:
         """A free slot and a float32 view of ``numel`` elements of its buffer."""
@@ -113,9 +111,6 @@ class ResultRing:
             buf = torch.empty(max(numel, 1), dtype=torch.float32, pin_memory=self.pin)
             self.buffers[slot] = buf
         return slot, buf[:numel]
-
-    def release(self, slot: int) -> None:
-        self.free.put(slot)
 
 
 @dataclass
