@@ -83,22 +83,23 @@ def write_tum(path, timestamps: np.ndarray, poses: np.ndarray) -> None:
     file_interface.write_tum_trajectory_file(str(path), PoseTrajectory3D(poses_se3=list(poses), timestamps=stamps))
 
 
+def _read_stamped(reader, path, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(timestamps [N], poses [N, 4, 4])`` through one of evo's readers; one error line on failure."""
+    try:
+        traj = reader(str(path))
+    except (OSError, file_interface.FileInterfaceException, ValueError) as err:
+        raise BadInputError(f"cannot read {kind} trajectory {path}: {err}") from None
+    return np.asarray(traj.timestamps, np.float64), np.stack(traj.poses_se3)
+
+
 def read_tum(path) -> tuple[np.ndarray, np.ndarray]:
     """``(timestamps [N], poses [N, 4, 4])`` of a TUM trajectory file."""
-    try:
-        traj = file_interface.read_tum_trajectory_file(str(path))
-    except (OSError, file_interface.FileInterfaceException, ValueError) as err:
-        raise BadInputError(f"cannot read TUM trajectory {path}: {err}") from None
-    return np.asarray(traj.timestamps, np.float64), np.stack(traj.poses_se3)
+    return _read_stamped(file_interface.read_tum_trajectory_file, path, "TUM")
 
 
 def read_euroc(path) -> tuple[np.ndarray, np.ndarray]:
     """``(timestamps [N] in s, poses [N, 4, 4])`` of a EuRoC ``data.csv`` ground truth (body poses)."""
-    try:
-        traj = file_interface.read_euroc_csv_trajectory(str(path))
-    except (OSError, file_interface.FileInterfaceException, ValueError) as err:
-        raise BadInputError(f"cannot read EuRoC trajectory {path}: {err}") from None
-    return np.asarray(traj.timestamps, np.float64), np.stack(traj.poses_se3)
+    return _read_stamped(file_interface.read_euroc_csv_trajectory, path, "EuRoC")
 
 
 def fill_gaps(indices: np.ndarray, poses: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
