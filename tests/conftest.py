@@ -27,6 +27,25 @@ def randomised(cls: type[torch.nn.Module]) -> torch.nn.Module:
     return net
 
 
+KITTI06 = DATA / "kitti_mini" / "sequences" / "06"
+
+
+def kitti_copy(tmp: Path, num: int) -> Path:
+    """First ``num`` frames of KITTI-mini 06 copied into ``tmp`` in KITTI layout; returns the sequence folder."""
+    import shutil
+
+    seq = tmp / "sequences" / "06"
+    (seq / "image_0").mkdir(parents=True)
+    for i in range(num):
+        shutil.copy(KITTI06 / "image_0" / f"{i:06d}.png", seq / "image_0" / f"{i:06d}.png")
+    shutil.copy(KITTI06 / "calib.txt", seq / "calib.txt")
+    (seq / "times.txt").write_text("\n".join((KITTI06 / "times.txt").read_text().splitlines()[:num]) + "\n")
+    (tmp / "poses").mkdir()
+    poses = (KITTI06.parent.parent / "poses" / "06.txt").read_text().splitlines()[:num]
+    (tmp / "poses" / "06.txt").write_text("\n".join(poses) + "\n")
+    return seq
+
+
 def shared_path(*parts: str) -> Path:
     """Path under ../shared/data, or skip the test with the reason when it is absent."""
     path = DATA.joinpath(*parts)

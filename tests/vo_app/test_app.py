@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from tests.conftest import KITTI06, kitti_copy
 from vo_app.cli import main
 
-REPO = Path(__file__).resolve().parents[2]
-DATA = Path(os.environ.get("TRAQPOINT_SHARED", REPO.parent / "shared")) / "data"  # as in tests/conftest.py
-KITTI = DATA / "kitti_mini" / "sequences" / "06"
+KITTI = KITTI06
 needs_kitti = pytest.mark.skipif(not KITTI.is_dir(), reason=f"real test data not found at {KITTI} "
                                                              "(set TRAQPOINT_SHARED to the shared folder)")
 FAST = ["--method", "sift", "--num-kp", "400"]
@@ -52,21 +49,6 @@ def kitti_p0(seq: Path) -> np.ndarray:
         if line.startswith("P0:"):
             return np.array(line.split()[1:], float).reshape(3, 4)
     raise AssertionError("no P0 line")
-
-
-def kitti_copy(tmp: Path, num: int) -> Path:
-    """First ``num`` frames of KITTI-mini 06 copied into ``tmp`` in KITTI layout; returns the sequence folder."""
-    src = KITTI
-    seq = tmp / "sequences" / "06"
-    (seq / "image_0").mkdir(parents=True)
-    for i in range(num):
-        shutil.copy(src / "image_0" / f"{i:06d}.png", seq / "image_0" / f"{i:06d}.png")
-    shutil.copy(src / "calib.txt", seq / "calib.txt")
-    (seq / "times.txt").write_text("\n".join((src / "times.txt").read_text().splitlines()[:num]) + "\n")
-    (tmp / "poses").mkdir()
-    poses = (src.parent.parent / "poses" / "06.txt").read_text().splitlines()[:num]
-    (tmp / "poses" / "06.txt").write_text("\n".join(poses) + "\n")
-    return seq
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 
@@ -20,12 +19,11 @@ import vo_app.sources
 import vo_app.sources.webcam as webcam_module
 from frontend.tracker import Tracker
 from models.errors import BadInputError
+from tests.conftest import DATA, KITTI06, kitti_copy
 from vo_app.cli import main
 from vo_app.sources import KittiSource, TumSource, open_source
 
-REPO = Path(__file__).resolve().parents[2]
-DATA = Path(os.environ.get("TRAQPOINT_SHARED", REPO.parent / "shared")) / "data"  # as in tests/conftest.py
-KITTI = DATA / "kitti_mini" / "sequences" / "06"
+KITTI = KITTI06
 TUM = DATA / "tum_fr2_desk"
 needs_kitti = pytest.mark.skipif(not KITTI.is_dir(), reason=f"real test data not found at {KITTI}")
 FAST = ["--method", "sift", "--num-kp", "300"]
@@ -44,20 +42,6 @@ def assert_one_error_line(code: int, err: str, *fragments: str) -> None:
     assert len(errors) == 1 and "Traceback" not in err, err
     for fragment in fragments:
         assert fragment.lower() in errors[0].lower(), errors[0]
-
-
-def kitti_copy(tmp: Path, num: int) -> Path:
-    """First ``num`` frames of KITTI-mini 06 in KITTI layout under ``tmp``; returns the sequence folder."""
-    seq = tmp / "sequences" / "06"
-    (seq / "image_0").mkdir(parents=True)
-    for i in range(num):
-        shutil.copy(KITTI / "image_0" / f"{i:06d}.png", seq / "image_0" / f"{i:06d}.png")
-    shutil.copy(KITTI / "calib.txt", seq / "calib.txt")
-    (seq / "times.txt").write_text("\n".join((KITTI / "times.txt").read_text().splitlines()[:num]) + "\n")
-    (tmp / "poses").mkdir()
-    poses = (KITTI.parent.parent / "poses" / "06.txt").read_text().splitlines()[:num]
-    (tmp / "poses" / "06.txt").write_text("\n".join(poses) + "\n")
-    return seq
 
 
 @pytest.fixture
