@@ -89,15 +89,17 @@ def select_keypoints(
     return kpts, vals
 
 
-def refine_subpixel(scores: torch.Tensor, keypoints: torch.Tensor, radius: int = 1) -> torch.Tensor:
-    """Shift integer keypoints ``[N, 2]`` of one map ``[1, H, W]`` by a soft-argmax in a window.
+SUBPIXEL_METHODS = ("quadratic", "centroid")
 
-    Cheap refinement: the offset is the (min-subtracted) score-weighted mean position within the
-    ``(2r+1)^2`` window, exact for symmetric peaks and bounded by ``radius``. Only the ``N``
-    windows are gathered, never the whole map.
+
+def _windows(
+    scores: torch.Tensor, keypoints: torch.Tensor, radius: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ``(2r+1)^2`` windows ``[N, k*k]`` of map ``[1, H, W]`` around integer ``keypoints [N, 2]``.
+
+    Also returns the window's x and y offsets ``[1, k*k]``. Only the ``N`` windows are gathered
+    (replicate padding at the border), never the whole map.
     """
-    if keypoints.numel() == 0:
-        return keypoints
     h, w = scores.shape[-2:]
     padded = F.pad(scores.reshape(1, 1, h, w), (radius, radius, radius, radius), mode="replicate")[0, 0]
     r = torch.arange(-radius, radius + 1, device=scores.device)
@@ -105,7 +107,58 @@ def refine_subpixel(scores: torch.Tensor, keypoints: torch.Tensor, radius: int =
     dx, dy = dx.reshape(1, -1), dy.reshape(1, -1)
     xi = keypoints[:, 0].long().clamp(0, w - 1)[:, None] + radius + dx
     yi = keypoints[:, 1].long().clamp(0, h - 1)[:, None] + radius + dy
-    p = padded[yi, xi]  # [N, k*k]
+    return padded[yi, xi], dx, dy
+
+
+def _quadratic_offset(p: torch.Tensor) -> torch.Tensor:
+    """Sub-pixel peak ``[N, 2]`` (x, y) of 3x3 windows ``p [N, 9]`` by a 2-D quadratic fit.
+
+    The Newton step ``-H^-1 g`` of the window's finite-difference gradient and Hessian (SIFT's
+    refinement, Lowe 2004 section 4), exact for a peak whose log-score is quadratic (a Gaussian blob in
+    probability) and invariant to any positive affine rescaling of the scores, so raw logits, min-max
+    scores and log-probabilities all give the same point. Where the Hessian is not negative-definite
+    or the step leaves the centre pixel, each axis gets its own 1-D parabola vertex instead; every
+    offset is clamped to half a pixel, so a keypoint never leaves its NMS cell.
+    """
+    p = p.double().reshape(-1, 3, 3)  # [N, y, x]
+    c = p[:, 1, 1]
+    gx = (p[:, 1, 2] - p[:, 1, 0]) / 2
+    gy = (p[:, 2, 1] - p[:, 0, 1]) / 2
+    hxx = p[:, 1, 2] - 2 * c + p[:, 1, 0]
+    hyy = p[:, 2, 1] - 2 * c + p[:, 0, 1]
+    hxy = (p[:, 2, 2] - p[:, 2, 0] - p[:, 0, 2] + p[:, 0, 0]) / 4
+    det = hxx * hyy - hxy * hxy
+    safe = torch.where(det.abs() > 1e-12, det, torch.ones_like(det))
+    ox = -(hyy * gx - hxy * gy) / safe
+    oy = -(hxx * gy - hxy * gx) / safe
+    newton = (det > 1e-12) & (hxx < 0) & (ox.abs() <= 0.5) & (oy.abs() <= 0.5)
+    ax = torch.where(hxx < -1e-12, -gx / torch.where(hxx < -1e-12, hxx, -torch.ones_like(hxx)), torch.zeros_like(hxx))
+    ay = torch.where(hyy < -1e-12, -gy / torch.where(hyy < -1e-12, hyy, -torch.ones_like(hyy)), torch.zeros_like(hyy))
+    off = torch.stack([torch.where(newton, ox, ax), torch.where(newton, oy, ay)], dim=-1)
+    return off.clamp(-0.5, 0.5)
+
+
+def refine_subpixel(
+    scores: torch.Tensor, keypoints: torch.Tensor, radius: int = 1, method: str = "quadratic"
+) -> torch.Tensor:
+    """Shift integer keypoints ``[N, 2]`` of one map ``[1, H, W]`` to the sub-pixel peak.
+
+    ``method``:
+      - ``"quadratic"`` (default): 2-D quadratic fit of the 3x3 neighbourhood (see
+        :func:`_quadratic_offset`); ``radius`` is ignored. Scale-invariant, so a sharp logit peak
+        still moves by its true sub-pixel amount.
+      - ``"centroid"``: the (min-subtracted) score-weighted mean position in the ``(2r+1)^2`` window.
+        Exact only for symmetric peaks; on sharp peaks of unnormalised logits it barely moves, which
+        left half of the keypoints on the integer lattice (``benchmarks.tracking``).
+    """
+    if method not in SUBPIXEL_METHODS:
+        raise ValueError(f"sub-pixel method must be one of {SUBPIXEL_METHODS}, got {method!r}")
+    if keypoints.numel() == 0:
+        return keypoints
+    if method == "quadratic":
+        p, _, _ = _windows(scores, keypoints, 1)
+        return keypoints + _quadratic_offset(p).to(keypoints.dtype)
+    p, dx, dy = _windows(scores, keypoints, radius)
     p = p - p.min(dim=1, keepdim=True).values
     p = p / p.sum(dim=1, keepdim=True).clamp_min(1e-8)
     off = torch.stack([(p * dx).sum(1), (p * dy).sum(1)], dim=-1).to(keypoints.dtype)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from .base import Extractor
 from .conventions import Features, rescale_pixels
 from .image_io import rgb_to_grey
-from .keypoints import minmax_range, refine_subpixel, select_keypoints
+from .keypoints import SUBPIXEL_METHODS, minmax_range, refine_subpixel, select_keypoints
 from .precision import Precision, autocast_context, resolve_precision
 from .sampling import sample_descriptors
 
@@ -46,7 +46,8 @@ class TraqPoint(Extractor):
         threshold: minimum min-max normalised score.
         detector: ``"policy"`` (stage-2 logits) or ``"matchability"`` (stage-1 map, upsampled),
             the latter used to measure what stage 2 adds.
-        subpixel: refine keypoints by a local soft-argmax of the score map.
+        subpixel: sub-pixel refinement of the score map's peaks: ``"quadratic"`` (``True``, the
+            default: 2-D quadratic fit), ``"centroid"`` (the earlier soft-argmax) or ``False``.
         precision: network autocast, ``fp32``/``bf16``/``fp16`` or ``auto`` (see :mod:`models.precision`).
         scales: image scales to detect at (e.g. ``(1, 0.71, 0.5, 0.35)``); keypoints of every scale,
             in full-image pixels, compete for the ``num_keypoints`` budget by normalised score. One
@@ -64,7 +65,7 @@ class TraqPoint(Extractor):
         nms_radius: int = 2,
         threshold: float = 0.0,
         detector: DetectorSource = "policy",
-        subpixel: bool = True,
+        subpixel: bool | str = True,
         device: torch.device | str = "cpu",
         precision: Precision = "fp32",
         scales: Sequence[float] = (1.0,),
@@ -76,7 +77,9 @@ class TraqPoint(Extractor):
         self.nms_radius = nms_radius
         self.threshold = threshold
         self.detector = detector
-        self.subpixel = subpixel
+        self.subpixel = "quadratic" if subpixel is True else (subpixel or "")
+        if self.subpixel and self.subpixel not in SUBPIXEL_METHODS:
+            raise ValueError(f"subpixel must be True, False or one of {SUBPIXEL_METHODS}, got {subpixel!r}")
         self.descriptor_dim = int(getattr(net, "descriptor_dim", None) or net.conf["descriptor_dim"])
         self.pad_multiple = int(getattr(net, "pad_multiple", 32))
         self.precision = resolve_precision(precision, self.device)
@@ -132,8 +135,8 @@ class TraqPoint(Extractor):
         padded_hw = (dense.shape[-2] * self.net.stride, dense.shape[-1] * self.net.stride)
         feats = []
         for i, (kp, sc) in enumerate(zip(kpts, vals)):  # a loop over images, not keypoints
-            if self.subpixel:  # the soft-argmax is invariant to the normalisation: raw map is fine
-                kp = refine_subpixel(raw[i], kp)
+            if self.subpixel:  # both fits are invariant to the min-max normalisation: raw map is fine
+                kp = refine_subpixel(raw[i], kp, method=self.subpixel)
             if st != 1:  # score-map pixels -> image pixels
                 kp = rescale_pixels(kp, st)
             desc = sample_descriptors(dense[i : i + 1], kp[None], padded_hw)[0]

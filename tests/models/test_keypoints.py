@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from models.keypoints import minmax_normalise, nms_mask, refine_subpixel, select_keypoints
@@ -28,12 +29,39 @@ def test_select_topk_order_threshold_border():
     assert kp[0].tolist() == [[25.0, 20.0]]
 
 
-def test_subpixel_moves_towards_mass():
+def test_subpixel_centroid_moves_towards_mass():
     s = torch.zeros(1, 9, 9)
     s[0, 4, 4], s[0, 4, 5] = 1.0, 1.0
-    out = refine_subpixel(s, torch.tensor([[4.0, 4.0]]))
+    out = refine_subpixel(s, torch.tensor([[4.0, 4.0]]), method="centroid")
     assert 4.2 < out[0, 0] < 4.8 and abs(out[0, 1] - 4.0) < 1e-5
     assert refine_subpixel(s, torch.zeros(0, 2)).shape == (0, 2)
+
+
+@pytest.mark.parametrize("scale", [0.05, 1.0, 40.0])
+def test_subpixel_quadratic_recovers_a_gaussian_peak_at_any_logit_scale(scale):
+    """The log of an anisotropic, rotated Gaussian is quadratic: the fit is exact, whatever the scale."""
+    yy, xx = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+    truth = torch.tensor([[7.31, 8.42], [9.77, 6.6]])
+    maps, kps = [], []
+    for cx, cy in truth.tolist():
+        dx, dy = xx - cx, yy - cy
+        maps.append(-(1.3 * dx * dx + 0.6 * dx * dy + 0.7 * dy * dy) * scale + 3.0)
+        kps.append([round(cx), round(cy)])
+    for m, kp, t in zip(maps, kps, truth):
+        out = refine_subpixel(m[None], torch.tensor([kp], dtype=torch.float32))
+        assert torch.allclose(out[0], t, atol=1e-4), (out, t)
+    centroid = refine_subpixel(maps[0][None], torch.tensor([kps[0]], dtype=torch.float32), method="centroid")
+    assert (centroid[0] - truth[0]).abs().max() > 1e-2  # the old soft-argmax is biased here
+
+
+def test_subpixel_quadratic_stays_in_its_pixel_on_flat_and_saddle_windows():
+    flat = torch.zeros(1, 5, 5)
+    assert refine_subpixel(flat, torch.tensor([[2.0, 2.0]])).tolist() == [[2.0, 2.0]]
+    ramp = torch.arange(5.0).repeat(5, 1)[None]  # monotone in x: no vertex, the step is clamped
+    out = refine_subpixel(ramp, torch.tensor([[2.0, 2.0]]))
+    assert out[0, 0] <= 2.5 and out[0, 1] == 2.0
+    with pytest.raises(ValueError, match="sub-pixel method"):
+        refine_subpixel(flat, torch.tensor([[2.0, 2.0]]), method="spline")
 
 
 def test_window_max_equals_max_pool_and_select_equals_brute_force():
