@@ -75,9 +75,18 @@ class BackendNet(nn.Module):
         self.backend = name
         self.compiled = keep  # registered so .to()/.eval() reach it
         self._run = run
+        # lite2's sub-pixel head runs eagerly on a few patches after selection, never compiled
+        self.refine_head = getattr(net, "refine_head", None)
+        self._refine = getattr(net, "refine_keypoints", None)
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         return dict(zip(self.keys, self._run(image), strict=True))
+
+    def refine_keypoints(self, image: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
+        """The wrapped network's :meth:`models.lite2.LiteNet2.refine_keypoints`."""
+        if self._refine is None:
+            raise RuntimeError(f"{self.backend} network has no refinement head")
+        return self._refine(image, blocks)
 
 
 @contextmanager

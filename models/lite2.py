@@ -79,6 +79,7 @@ class LiteNet2(nn.Module):
         "dims": (8, 16, 32, 96, 192),  # channels at strides 2 (stem), 4, 8, 16, 32
         "fused_dim": 64,  # channels of the fused stride-8 map
         "descriptor_dim": 64,  # D of the dense descriptor map
+        "refine_dim": 0,  # channels of the full-resolution refinement head (0: none, quadratic fit instead)
     }
 
     def __init__(self, **conf: object) -> None:
@@ -113,6 +114,18 @@ class LiteNet2(nn.Module):
             nn.Conv2d(c2, c2, 3, padding=1, groups=c2), nn.ReLU(inplace=True),
             nn.Conv2d(c2, 1, 1),
         )
+        r = self.conf["refine_dim"]
+        # Optional sub-pixel head (trained after stage 2 by ``training.refine``): a tiny
+        # full-resolution conv stack (7x7 px receptive field) run only on the 10x10 patches around
+        # the selected 2x2 blocks, never on the whole image.
+        self.refine_head = None
+        if r:
+            self.refine_head = nn.Sequential(
+                nn.Conv2d(1, r, 3), nn.ReLU(inplace=True),
+                nn.Conv2d(r, r, 3, groups=r), nn.ReLU(inplace=True),
+                nn.Conv2d(r, r, 3, groups=r), nn.ReLU(inplace=True),
+                nn.Conv2d(r, 1, 1),
+            )
 
     @staticmethod
     def conf_from_state(state: dict) -> dict:
@@ -123,6 +136,7 @@ class LiteNet2(nn.Module):
             "dims": dims,
             "fused_dim": state["lateral8.weight"].shape[0],
             "descriptor_dim": state["descriptor_head.weight"].shape[0],
+            "refine_dim": state["refine_head.0.weight"].shape[0] if "refine_head.0.weight" in state else 0,
         }
 
     @staticmethod
@@ -152,6 +166,39 @@ class LiteNet2(nn.Module):
         """
         with torch.autocast(x.device.type, enabled=False):
             return self.pixel_embed(x.float())
+
+    def refine_keypoints(self, image: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
+        """Sub-pixel keypoints ``[N, 2]`` (x, y, image pixels) of stride-2 blocks ``[N, 2]`` of one image.
+
+        ``image [1, 1, H, W]`` is the network's input (before standardisation). Each block
+        ``(bx, by)`` covers pixels ``2bx..2bx+1``; the head scores the 4x4 pixels of the block and
+        its one-pixel ring, and the keypoint is their soft-argmax (softmax of the head's logits:
+        differentiable, the same in training and inference, never more than 1.5 px from the block
+        centre). Only ``N`` patches of 10x10 pixels are gathered and standardised with the
+        whole image's statistics (:func:`standardise`'s subsample).
+        """
+        if self.refine_head is None:
+            raise RuntimeError("this LiteNet2 has no refinement head (refine_dim = 0)")
+        if blocks.numel() == 0:
+            return blocks.float().reshape(0, 2)
+        h, w = image.shape[-2:]
+        sub = image[..., ::4, ::4].flatten(1).float()
+        mean, scale = sub.mean(1), sub.var(1, unbiased=False).add(1e-5).rsqrt()
+        pad = 4  # the window's ring (1) + the head's receptive radius (3)
+        padded = F.pad(image.float(), (pad, pad, pad, pad), mode="replicate")[0, 0]
+        o = torch.arange(-4, 6, device=image.device)  # patch offsets from the block's top-left pixel
+        x0 = (blocks[:, 0].long() * 2).clamp(0, w - 2)
+        y0 = (blocks[:, 1].long() * 2).clamp(0, h - 2)
+        xi = (x0[:, None] + pad + o)[:, None, :]
+        yi = (y0[:, None] + pad + o)[:, :, None]
+        patches = (padded[yi, xi] - mean) * scale  # [N, 10, 10]
+        with torch.autocast(image.device.type, enabled=False):
+            logits = self.refine_head(patches[:, None])  # [N, 1, 4, 4]
+        prob = logits.flatten(1).softmax(dim=1).view(-1, 4, 4)
+        g = torch.arange(-1.0, 3.0, device=image.device)
+        x = x0.float() + (prob.sum(1) * g).sum(1)
+        y = y0.float() + (prob.sum(2) * g).sum(1)
+        return torch.stack([x, y], dim=-1)
 
     describe = LiteNet.describe  # stage-1 outputs only: the same heads on the shared features
 

@@ -105,6 +105,12 @@ class TraqPoint(Extractor):
         s = self.logit_stride  # a stride-s policy map covers the image with ceil(H / s) rows
         return out["logits"][..., : -(-hw[0] // s), : -(-hw[1] // s)].float()
 
+    def _refine_head_active(self) -> bool:
+        """Whether keypoints come from the network's learned sub-pixel head (lite2 with
+        ``refine_dim > 0``, detecting with the policy, ``subpixel`` on) instead of a fit of the map."""
+        head = getattr(self.net, "refine_head", None)
+        return head is not None and self.detector == "policy" and self.logit_stride == 2 and bool(self.subpixel)
+
     def _net(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         with autocast_context(self.device, self.precision):
             return self.net(pad_to_multiple(images.to(self.device), self.pad_multiple))
@@ -125,7 +131,9 @@ class TraqPoint(Extractor):
     def _extract_scale(self, images: torch.Tensor, k: int | None, scale: float) -> list[Features]:
         """Single-scale extraction; keypoints in the pixels of the image ``scale`` was taken from."""
         hw = (images.shape[-2], images.shape[-1])
+        images = images.to(self.device)
         out = self._net(images)
+        refine = self._refine_head_active()
         raw = self.score_map(out, hw)
         lo, span = minmax_range(raw)
         st = self.logit_stride  # radius and border in pixels of the score map
@@ -135,10 +143,13 @@ class TraqPoint(Extractor):
         padded_hw = (dense.shape[-2] * self.net.stride, dense.shape[-1] * self.net.stride)
         feats = []
         for i, (kp, sc) in enumerate(zip(kpts, vals)):  # a loop over images, not keypoints
-            if self.subpixel:  # both fits are invariant to the min-max normalisation: raw map is fine
-                kp = refine_subpixel(raw[i], kp, method=self.subpixel)
-            if st != 1:  # score-map pixels -> image pixels
-                kp = rescale_pixels(kp, st)
+            if refine:  # lite2's learned head: stride-2 blocks -> sub-pixel image positions
+                kp = self.net.refine_keypoints(images[i : i + 1], kp)
+            else:
+                if self.subpixel:  # both fits are invariant to the min-max normalisation: raw map is fine
+                    kp = refine_subpixel(raw[i], kp, method=self.subpixel)
+                if st != 1:  # score-map pixels -> image pixels
+                    kp = rescale_pixels(kp, st)
             desc = sample_descriptors(dense[i : i + 1], kp[None], padded_hw)[0]
             if scale != 1.0:  # pyramid level -> full-image pixels
                 kp = rescale_pixels(kp, 1.0 / scale)

@@ -95,3 +95,28 @@ def test_pyramid_matches_more_under_zoom_on_churchill(churchill):
         f0, f1 = (ext.extract_numpy(im)[0] for im in images)
         counts[name] = mnn_inliers(ext, f0, f1)
     assert counts["traqpoint-lite-ms"] > 1.1 * counts["traqpoint-lite"], counts
+
+
+@pytest.mark.parametrize("kind", ["lite", "lite2"])
+def test_relu_fused_into_its_convolution_is_exact(kind):
+    """prepare_for_inference fuses Conv+ReLU into one oneDNN op; outputs equal the folded network's."""
+    from models.fusion import ConvReLU, fuse_relu
+    from models.lite2 import LiteNet2
+
+    cls = LiteNet if kind == "lite" else LiteNet2
+    ref = randomised(cls)
+    fold_batchnorm(ref)
+    fast = prepare_for_inference(randomised(cls))
+    fused = sum(isinstance(m, ConvReLU) for m in fast.modules())
+    if fuse_relu(torch.nn.Sequential()) == 0 and fused == 0:
+        pytest.skip("this torch build has no oneDNN fused convolution")
+    assert fused >= 10
+    x = torch.rand(1, 1, 64, 96)
+    with torch.inference_mode():
+        want, got = ref(x), fast(x.contiguous(memory_format=torch.channels_last))
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], atol=1e-5, rtol=1e-5)
+    with torch.enable_grad():  # training / autograd takes the plain conv + relu path
+        y = torch.rand(1, 1, 64, 96, requires_grad=True)
+        fast(y)["descriptors"].sum().backward()
+    assert y.grad is not None and torch.isfinite(y.grad).all()

@@ -113,3 +113,57 @@ def test_shipped_weights_load_and_detect_on_a_real_frame():
     # spread over the frame, not clustered: keypoints occupy many cells of a 16x16 grid
     cells = ((kp[:, 1] / img.shape[0] * 16).long() * 16 + (kp[:, 0] / img.shape[1] * 16).long()).unique()
     assert len(cells) > 120
+
+
+def test_refine_head_is_a_soft_argmax_inside_the_block_ring():
+    """The head scores 4x4 pixels (the 2x2 block and its ring): centre at zero init, a peak's pixel
+    when it is sharp, never further than 1.5 px from the block centre, differentiable."""
+    net = LiteNet2(refine_dim=4).eval()
+    assert LiteNet2.conf_from_state(net.state_dict())["refine_dim"] == 4
+    assert LiteNet2.conf_from_state(LiteNet2().state_dict())["refine_dim"] == 0
+    head = net.refine_head
+    with torch.no_grad():
+        head[-1].weight.zero_()
+        head[-1].bias.zero_()
+    img = torch.rand(1, 1, 64, 96)
+    blocks = torch.tensor([[5.0, 7.0], [0.0, 0.0], [47.0, 31.0]])
+    kp = net.refine_keypoints(img, blocks)
+    torch.testing.assert_close(kp, blocks * 2 + 0.5)  # uniform: the block centre (stride-2 convention)
+    with torch.no_grad():  # a head that passes the image through: the brightest pixel wins
+        for m in head:
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.zero_()
+                m.bias.zero_()
+        head[0].weight[:, 0, 1, 1] = 1.0
+        head[2].weight[:, 0, 1, 1] = 1.0
+        head[4].weight[:, 0, 1, 1] = 1.0
+        head[6].weight[0, :] = 50.0
+    img = torch.zeros(1, 1, 64, 96)
+    img[0, 0, 15, 12] = 1.0  # pixel (x=12, y=15): in the ring of block (5, 7), left of it
+    kp = net.refine_keypoints(img, blocks[:1])
+    assert (kp[0] - torch.tensor([12.0, 15.0])).abs().max() < 1e-3
+    head[-1].weight.requires_grad_(True)
+    net.refine_keypoints(torch.rand(1, 1, 64, 96), blocks).sum().backward()
+    assert head[-1].weight.grad is not None
+    with pytest.raises(RuntimeError, match="no refinement head"):
+        LiteNet2().refine_keypoints(img, blocks)
+
+
+def test_extractor_uses_the_refine_head_when_the_net_has_one():
+    """Wiring: with a zeroed head the extractor's keypoints are the selected blocks' centres, i.e.
+    those of the same network without a head and without sub-pixel refinement."""
+    torch.manual_seed(0)
+    net = LiteNet2(refine_dim=4).eval()
+    with torch.no_grad():
+        net.refine_head[-1].weight.zero_()
+        net.refine_head[-1].bias.zero_()
+    bare = LiteNet2().eval()
+    bare.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("refine_head.")})
+    with_head = TraqPoint(prepare_for_inference(net), num_keypoints=50)
+    centres = TraqPoint(prepare_for_inference(bare), num_keypoints=50, subpixel=False)
+    assert with_head._refine_head_active() and not centres._refine_head_active()
+    img = torch.rand(1, 1, 64, 96)
+    a, b = with_head.extract(img)[0], centres.extract(img)[0]
+    assert len(a["keypoints"]) > 10
+    torch.testing.assert_close(a["keypoints"], b["keypoints"])
+    torch.testing.assert_close(a["descriptors"], b["descriptors"])
