@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from .allocator import keep_freed_memory
 from .base import Extractor
 from .errors import BadInputError, MissingFileError
 from .weights_io import PACKAGE_WEIGHTS, load_checkpoint, load_into
@@ -125,11 +126,14 @@ def build(
     Raises:
         BadInputError: unknown name, or weights that do not fit.
         MissingFileError: a weight file is missing (the message says where to get it).
+
+    The first build tunes glibc's allocator to keep freed activations (:mod:`models.allocator`).
     """
     if name not in BUILDERS:
         raise BadInputError(f"unknown method {name!r}; available: {', '.join(METHODS)}")
     if precision is not None and name in PRECISION_METHODS:
         kwargs["precision"] = precision
+    keep_freed_memory()  # every method, so all of them run on the same allocator (models/allocator.py)
     return BUILDERS[name](weights, str(device), **kwargs)
 
 

@@ -12,6 +12,20 @@ import torch
 import torch.nn as nn
 
 
+def channels_last_view(x: torch.Tensor) -> torch.Tensor:
+    """``x [B, 1, H, W]`` with channels-last strides ``(H*W, 1, W, 1)``, no copy.
+
+    For one channel both layouts hold the same bytes, so ``contiguous(channels_last)`` keeps the
+    NCHW strides and oneDNN then writes the first convolution's output in NCHW: every 8-channel
+    layer after it ran 3-4x slower (a depthwise 3x3 at 192x624: 1.0 ms against 0.25 ms). This view
+    makes the whole network run channels-last. Other shapes are returned unchanged.
+    """
+    if x.dim() != 4 or x.shape[1] != 1 or not x.is_contiguous():
+        return x
+    b, _, h, w = x.shape
+    return x.as_strided(x.shape, (h * w, 1, w, 1))
+
+
 def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """A convolution computing ``bn(conv(x))`` with ``bn`` in eval mode (running statistics)."""
     scale = (bn.running_var + bn.eps).rsqrt()

@@ -98,16 +98,15 @@ def _windows(
     """The ``(2r+1)^2`` windows ``[N, k*k]`` of map ``[1, H, W]`` around integer ``keypoints [N, 2]``.
 
     Also returns the window's x and y offsets ``[1, k*k]``. Only the ``N`` windows are gathered
-    (replicate padding at the border), never the whole map.
+    (replicate padding at the border, by clamped indices), never the whole map.
     """
     h, w = scores.shape[-2:]
-    padded = F.pad(scores.reshape(1, 1, h, w), (radius, radius, radius, radius), mode="replicate")[0, 0]
     r = torch.arange(-radius, radius + 1, device=scores.device)
     dy, dx = torch.meshgrid(r, r, indexing="ij")
     dx, dy = dx.reshape(1, -1), dy.reshape(1, -1)
-    xi = keypoints[:, 0].long().clamp(0, w - 1)[:, None] + radius + dx
-    yi = keypoints[:, 1].long().clamp(0, h - 1)[:, None] + radius + dy
-    return padded[yi, xi], dx, dy
+    xi = (keypoints[:, 0].long().clamp(0, w - 1)[:, None] + dx).clamp(0, w - 1)  # clamping = replicate padding
+    yi = (keypoints[:, 1].long().clamp(0, h - 1)[:, None] + dy).clamp(0, h - 1)
+    return scores.reshape(h, w)[yi, xi], dx, dy
 
 
 def _quadratic_offset(p: torch.Tensor) -> torch.Tensor:

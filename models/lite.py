@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .fusion import channels_last_view
+
 
 def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Sequential:
     """Conv -> BatchNorm -> ReLU (the basic block of the backbone)."""
@@ -91,7 +93,7 @@ class LiteNet(nn.Module):
 
     def features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised image and fused stride-8 features."""
-        x = self.norm(image)
+        x = channels_last_view(self.norm(image))
         f4 = self.block4(x)
         f8 = self.block8(f4)
         f16 = self.block16(f8)

@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .fusion import channels_last_view
 from .lite import LiteNet
 
 
@@ -80,6 +81,7 @@ class LiteNet2(nn.Module):
         "fused_dim": 64,  # channels of the fused stride-8 map
         "descriptor_dim": 64,  # D of the dense descriptor map
         "refine_dim": 0,  # channels of the full-resolution refinement head (0: none, quadratic fit instead)
+        "refine_ring": 2,  # px around the 2x2 block the head may move a keypoint to (window 2 + 2 * ring)
     }
 
     def __init__(self, **conf: object) -> None:
@@ -116,8 +118,9 @@ class LiteNet2(nn.Module):
         )
         r = self.conf["refine_dim"]
         # Optional sub-pixel head (trained after stage 2 by ``training.refine``): a tiny
-        # full-resolution conv stack (7x7 px receptive field) run only on the 10x10 patches around
-        # the selected 2x2 blocks, never on the whole image.
+        # full-resolution conv stack (7x7 px receptive field) run only on the patches around the
+        # selected 2x2 blocks, never on the whole image. ``refine_ring`` is a buffer so that a state
+        # dict carries the window it was trained for.
         self.refine_head = None
         if r:
             self.refine_head = nn.Sequential(
@@ -126,6 +129,7 @@ class LiteNet2(nn.Module):
                 nn.Conv2d(r, r, 3, groups=r), nn.ReLU(inplace=True),
                 nn.Conv2d(r, 1, 1),
             )
+            self.register_buffer("refine_ring", torch.tensor(int(self.conf["refine_ring"])))
 
     @staticmethod
     def conf_from_state(state: dict) -> dict:
@@ -137,6 +141,7 @@ class LiteNet2(nn.Module):
             "fused_dim": state["lateral8.weight"].shape[0],
             "descriptor_dim": state["descriptor_head.weight"].shape[0],
             "refine_dim": state["refine_head.0.weight"].shape[0] if "refine_head.0.weight" in state else 0,
+            "refine_ring": int(state["refine_ring"]) if "refine_ring" in state else 2,
         }
 
     @staticmethod
@@ -150,7 +155,7 @@ class LiteNet2(nn.Module):
 
     def features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Standardised image ``[B, 1, H, W]`` and fused stride-8 features ``[B, F, H/8, W/8]``."""
-        x = standardise(image)
+        x = channels_last_view(standardise(image))
         f8 = self.block8(self.block4(self.stem(x)))
         f16 = self.block16(f8)
         f32 = self.block32(f16)
@@ -170,32 +175,33 @@ class LiteNet2(nn.Module):
     def refine_keypoints(self, image: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
         """Sub-pixel keypoints ``[N, 2]`` (x, y, image pixels) of stride-2 blocks ``[N, 2]`` of one image.
 
-        ``image [1, 1, H, W]`` is the network's input (before standardisation). Each block
-        ``(bx, by)`` covers pixels ``2bx..2bx+1``; the head scores the 4x4 pixels of the block and
-        its one-pixel ring, and the keypoint is their soft-argmax (softmax of the head's logits:
-        differentiable, the same in training and inference, never more than 1.5 px from the block
-        centre). Only ``N`` patches of 10x10 pixels are gathered and standardised with the
-        whole image's statistics (:func:`standardise`'s subsample).
+        ``image [1, 1, H, W]`` is the network's input (before standardisation). Block ``(bx, by)``
+        covers pixels ``2bx..2bx+1``; the head scores the block and a ring of ``refine_ring``
+        pixels around it (a ``(2 + 2 ring)^2`` window), and the keypoint is their soft-argmax
+        (softmax of the head's logits: differentiable, the same in training and inference, at most
+        ``ring + 0.5`` px from the block centre per axis). Only ``N`` small patches are gathered and
+        standardised with the whole image's statistics (:func:`standardise`'s subsample).
         """
         if self.refine_head is None:
             raise RuntimeError("this LiteNet2 has no refinement head (refine_dim = 0)")
         if blocks.numel() == 0:
             return blocks.float().reshape(0, 2)
         h, w = image.shape[-2:]
+        ring = int(self.refine_ring)
         sub = image[..., ::4, ::4].flatten(1).float()
         mean, scale = sub.mean(1), sub.var(1, unbiased=False).add(1e-5).rsqrt()
-        pad = 4  # the window's ring (1) + the head's receptive radius (3)
-        padded = F.pad(image.float(), (pad, pad, pad, pad), mode="replicate")[0, 0]
-        o = torch.arange(-4, 6, device=image.device)  # patch offsets from the block's top-left pixel
+        pad = ring + 3  # the window's ring + the head's receptive radius (3)
+        o = torch.arange(-pad, 2 + pad, device=image.device)  # patch offsets from the block's top-left pixel
         x0 = (blocks[:, 0].long() * 2).clamp(0, w - 2)
         y0 = (blocks[:, 1].long() * 2).clamp(0, h - 2)
-        xi = (x0[:, None] + pad + o)[:, None, :]
-        yi = (y0[:, None] + pad + o)[:, :, None]
-        patches = (padded[yi, xi] - mean) * scale  # [N, 10, 10]
+        xi = (x0[:, None] + o).clamp(0, w - 1)[:, None, :]  # clamped indices = replicate padding, no image copy
+        yi = (y0[:, None] + o).clamp(0, h - 1)[:, :, None]
+        patches = (image[0, 0][yi, xi].float() - mean) * scale  # [N, P, P]
         with torch.autocast(image.device.type, enabled=False):
-            logits = self.refine_head(patches[:, None])  # [N, 1, 4, 4]
-        prob = logits.flatten(1).softmax(dim=1).view(-1, 4, 4)
-        g = torch.arange(-1.0, 3.0, device=image.device)
+            logits = self.refine_head(patches[:, None])  # [N, 1, 2 + 2 ring, 2 + 2 ring]
+        n = 2 + 2 * ring
+        prob = logits.flatten(1).softmax(dim=1).view(-1, n, n)
+        g = torch.arange(-ring, ring + 2, device=image.device, dtype=prob.dtype)
         x = x0.float() + (prob.sum(1) * g).sum(1)
         y = y0.float() + (prob.sum(2) * g).sum(1)
         return torch.stack([x, y], dim=-1)

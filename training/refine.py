@@ -56,6 +56,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", default="stage1_lite.yaml", help="stage-1 recipe: data, resolution and warps")
     p.add_argument("--out", default="runs/refine_lite2")
     p.add_argument("--refine_dim", type=int, default=8, help="channels of the refinement head")
+    p.add_argument("--refine_ring", type=int, default=2, help="px around the block the head may reach")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--num_kp", type=int, default=256, help="blocks selected per view")
@@ -74,7 +75,7 @@ def data_args(args: argparse.Namespace) -> argparse.Namespace:
     return argparse.Namespace(**{k: recipe[k] for k in keys}, seed=args.seed, batch_size=args.batch_size, workers=0)
 
 
-def build(weights: str, refine_dim: int) -> LiteNet2:
+def build(weights: str, refine_dim: int, refine_ring: int = 2) -> LiteNet2:
     """A lite2 net with the stage-2 weights, a fresh (centre-initialised) head, all else frozen."""
     path = Path(weights)
     if not path.is_file():
@@ -82,11 +83,11 @@ def build(weights: str, refine_dim: int) -> LiteNet2:
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not LiteNet2.fits_state(state):
         raise TraqPointError(f"{path} is not a lite2 state dict")
-    conf = {**LiteNet2.conf_from_state(state), "refine_dim": refine_dim}
+    conf = {**LiteNet2.conf_from_state(state), "refine_dim": refine_dim, "refine_ring": refine_ring}
     net = LiteNet2(**conf)
-    state = {k: v for k, v in state.items() if not k.startswith("refine_head.")}
+    state = {k: v for k, v in state.items() if not k.startswith("refine_")}
     missing, unexpected = net.load_state_dict(state, strict=False)
-    if unexpected or any(not k.startswith("refine_head.") for k in missing):
+    if unexpected or any(not k.startswith("refine_") for k in missing):
         raise TraqPointError(f"{path} does not fit LiteNet2({conf})")
     nn_last = net.refine_head[-1]
     torch.nn.init.zeros_(nn_last.weight)  # uniform soft-argmax: the block centre, as before training
@@ -113,24 +114,49 @@ def scored(q: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return inside & valid[yi, xi]
 
 
-def block_of(q: torch.Tensor) -> torch.Tensor:
-    """The stride-2 block ``[N, 2]`` that contains image points ``q [N, 2]``."""
-    return torch.div(q.round(), 2, rounding_mode="floor")
+def nearest_in_window(q: torch.Tensor, centres: torch.Tensor, ring: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For points ``q [N, 2]``: the index ``[N]`` of the nearest block centre ``centres [M, 2]`` and
+    whether ``q`` lies inside that block's refinement window (``ring + 0.5`` px per axis: the head
+    can reach it)."""
+    if len(centres) == 0 or len(q) == 0:
+        return torch.zeros(len(q), dtype=torch.long), torch.zeros(len(q), dtype=torch.bool)
+    j = torch.cdist(q.float(), centres.float()).argmin(dim=1)
+    inside = ((q - centres[j]).abs() <= ring + 0.5).all(dim=1)
+    return j, inside
 
 
-def direction_errors(net, logits, images, H, valid, a: int, b: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Refinement errors ``[M, 2]`` of A -> B for the head and for the quadratic fit, one pair."""
-    kp, _ = select_keypoints(logits[a : a + 1], k, radius=1, border=3)
-    kp = kp[0]
+def direction_errors(
+    net: LiteNet2,
+    logits: torch.Tensor,
+    images: torch.Tensor,
+    H: torch.Tensor,
+    valid: torch.Tensor,
+    a: int,
+    b: int,
+    k: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Errors ``[M, 2]`` of A -> B, for the head and for the quadratic fit of the stride-2 logits.
+
+    Both views select their blocks as inference does (stride-2 NMS + top-k). A keypoint of A,
+    warped into B (``q``), is scored against B's *selected* block nearest to it, when ``q`` lies
+    within that block's window: the head learns to re-find the structure whatever block the
+    policy picked around it (on homography pairs only ~30 % of warped blocks land in the same
+    block of B; ~70 % within the 6x6 window).
+    """
+    ring = int(net.refine_ring)
+    sel = [select_keypoints(logits[v : v + 1], k, radius=1, threshold=float("-inf"), border=3)[0][0] for v in (a, b)]
     H_ba = H[b] @ torch.linalg.inv(H[a])
-    p_a = net.refine_keypoints(images[a : a + 1], kp)
+    centres_b = rescale_pixels(sel[1], 2)
+    p_a = net.refine_keypoints(images[a : a + 1], sel[0])
     q = warp_points(H_ba, p_a)
-    keep = scored(q.detach(), valid[b, 0])
-    p_b = net.refine_keypoints(images[b : b + 1], block_of(q[keep].detach()))
-    with torch.no_grad():  # the shipped refinement, same blocks, same protocol
-        qa = warp_points(H_ba, rescale_pixels(refine_subpixel(logits[a], kp), 2))
-        keep_q = scored(qa, valid[b, 0])
-        qb = rescale_pixels(refine_subpixel(logits[b], block_of(qa[keep_q])), 2)
+    j, inside = nearest_in_window(q.detach(), centres_b, ring)
+    keep = inside & scored(q.detach(), valid[b, 0])
+    p_b = net.refine_keypoints(images[b : b + 1], sel[1][j[keep]])
+    with torch.no_grad():  # the shipped refinement, same blocks, same rule
+        qa = warp_points(H_ba, rescale_pixels(refine_subpixel(logits[a], sel[0]), 2))
+        jq, inside_q = nearest_in_window(qa, centres_b, ring)
+        keep_q = inside_q & scored(qa, valid[b, 0])
+        qb = rescale_pixels(refine_subpixel(logits[b], sel[1][jq[keep_q]]), 2)
     return p_b - q[keep], qb - qa[keep_q]
 
 
@@ -145,11 +171,11 @@ def batch_loss(net: LiteNet2, batch: dict, k: int) -> dict[str, torch.Tensor]:
             errs.append(e.float())
             quad.append(eq.float())
     e, eq = torch.cat(errs), torch.cat(quad)
-    loss = F.huber_loss(e, torch.zeros_like(e), delta=1.0)
+    loss = F.huber_loss(e, torch.zeros_like(e), delta=1.0) if len(e) else e.sum()
     return {
         "total": loss,
-        "err_head_px": e.detach().norm(dim=1).median(),
-        "err_quadratic_px": eq.norm(dim=1).median(),
+        "err_head_px": e.detach().norm(dim=1).median() if len(e) else torch.tensor(float("nan")),
+        "err_quadratic_px": eq.norm(dim=1).median() if len(eq) else torch.tensor(float("nan")),
         "points": torch.tensor(float(len(e))),
     }
 
@@ -158,7 +184,7 @@ def train(args: argparse.Namespace) -> Path:
     seed_everything(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    net = build(args.weights, args.refine_dim)
+    net = build(args.weights, args.refine_dim, args.refine_ring)
     optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=args.lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.steps)
     last = out / "last.pt"
@@ -195,8 +221,8 @@ def train(args: argparse.Namespace) -> Path:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parser().parse_args(argv)
-    if args.steps < 1 or args.batch_size < 1 or args.num_kp < 1 or args.refine_dim < 1:
-        print("error: --steps, --batch_size, --num_kp and --refine_dim must be >= 1", file=sys.stderr)
+    if args.steps < 1 or args.batch_size < 1 or args.num_kp < 1 or args.refine_dim < 1 or args.refine_ring < 0:
+        print("error: --steps, --batch_size, --num_kp, --refine_dim must be >= 1, --refine_ring >= 0", file=sys.stderr)
         return 2
     try:
         path = train(args)

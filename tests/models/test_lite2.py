@@ -158,7 +158,7 @@ def test_extractor_uses_the_refine_head_when_the_net_has_one():
         net.refine_head[-1].weight.zero_()
         net.refine_head[-1].bias.zero_()
     bare = LiteNet2().eval()
-    bare.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("refine_head.")})
+    bare.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("refine_")})
     with_head = TraqPoint(prepare_for_inference(net), num_keypoints=50)
     centres = TraqPoint(prepare_for_inference(bare), num_keypoints=50, subpixel=False)
     assert with_head._refine_head_active() and not centres._refine_head_active()
