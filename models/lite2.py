@@ -194,12 +194,14 @@ class LiteNet2(nn.Module):
         o = torch.arange(-pad, 2 + pad, device=image.device)  # patch offsets from the block's top-left pixel
         x0 = (blocks[:, 0].long() * 2).clamp(0, w - 2)
         y0 = (blocks[:, 1].long() * 2).clamp(0, h - 2)
-        xi = (x0[:, None] + o).clamp(0, w - 1)[:, None, :]  # clamped indices = replicate padding, no image copy
-        yi = (y0[:, None] + o).clamp(0, h - 1)[:, :, None]
-        patches = (image[0, 0][yi, xi].float() - mean) * scale  # [N, P, P]
+        xi = (x0[:, None] + o).clamp(0, w - 1)  # clamped indices = replicate padding, no image copy
+        yi = (y0[:, None] + o).clamp(0, h - 1)
+        flat = (yi[:, :, None] * w + xi[:, None, :]).reshape(-1)  # one flat gather: ~2x faster than 2-D indexing
+        p = len(o)
+        patches = (image[0, 0].reshape(-1).index_select(0, flat).float() - mean) * scale  # [N * P * P]
+        n = 2 + 2 * ring  # window side
         with torch.autocast(image.device.type, enabled=False):
-            logits = self.refine_head(patches[:, None])  # [N, 1, 2 + 2 ring, 2 + 2 ring]
-        n = 2 + 2 * ring
+            logits = self.refine_head(patches.view(-1, 1, p, p))  # [N, 1, n, n]
         prob = logits.flatten(1).softmax(dim=1).view(-1, n, n)
         g = torch.arange(-ring, ring + 2, device=image.device, dtype=prob.dtype)
         x = x0.float() + (prob.sum(1) * g).sum(1)
