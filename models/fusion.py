@@ -12,15 +12,21 @@ import torch
 import torch.nn as nn
 
 
+def _graph_capture() -> bool:
+    """Tracing, ONNX export or ``torch.compile`` is recording the network: use plain ops there
+    (layout tricks and oneDNN-only ops do not export, and the compilers choose layouts themselves)."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
+
+
 def channels_last_view(x: torch.Tensor) -> torch.Tensor:
     """``x [B, 1, H, W]`` with channels-last strides ``(H*W, 1, W, 1)``, no copy.
 
     For one channel both layouts hold the same bytes, so ``contiguous(channels_last)`` keeps the
     NCHW strides and oneDNN then writes the first convolution's output in NCHW: every 8-channel
     layer after it ran 3-4x slower (a depthwise 3x3 at 192x624: 1.0 ms against 0.25 ms). This view
-    makes the whole network run channels-last. Other shapes are returned unchanged.
+    makes the whole network run channels-last. Other shapes, and graph capture, are returned unchanged.
     """
-    if x.dim() != 4 or x.shape[1] != 1 or not x.is_contiguous():
+    if x.dim() != 4 or x.shape[1] != 1 or not x.is_contiguous() or _graph_capture():
         return x
     b, _, h, w = x.shape
     return x.as_strided(x.shape, (h * w, 1, w, 1))
@@ -85,9 +91,7 @@ class ConvReLU(nn.Module):
             x.device.type != "cpu"
             or x.dtype not in (torch.float32, torch.bfloat16)
             or torch.is_grad_enabled()
-            or torch.jit.is_tracing()  # torchscript / ONNX export / torch.compile see the plain ops
-            or torch.onnx.is_in_onnx_export()
-            or torch.compiler.is_compiling()
+            or _graph_capture()
         ):
             return torch.relu(c(x))
         w, b = c.weight, c.bias
