@@ -107,6 +107,7 @@ def test_shipped_weights_load_and_detect_on_a_real_frame():
     img = read_image(shared_path("kitti_mini", "sequences", "06", "image_0", "000010.png"))
     ext = models.build("traqpoint-lite2", num_keypoints=1024, precision="fp32")
     assert isinstance(ext.net, LiteNet2)
+    assert ext._refine_head_active()  # the shipped weights carry the sub-pixel head (training.refine)
     feats = ext.extract(torch.from_numpy(img).float()[None, None] / 255)[0]
     kp = feats["keypoints"]
     assert len(kp) == 1024 and torch.isfinite(feats["descriptors"]).all()
