@@ -45,7 +45,7 @@ DUAL_SOFTMAX_KWARGS = {"temperature": 20.0, "threshold": 0.01}  # the paper's ma
 
 @dataclass
 class FrameStats:
-    """What the tracker did on one frame (``kf_*`` are 0 unless keyframe matching is on)."""
+    """What the tracker did on one frame."""
 
     index: int
     keypoints: int
@@ -55,8 +55,6 @@ class FrameStats:
     active: int  # tracks alive after this frame
     new: int  # tracks started on this frame
     lost: int  # tracks that ended on this frame
-    kf_matches: int = 0
-    kf_inliers: int = 0
     t_match_ms: float = 0.0
     t_verify_ms: float = 0.0
     t_update_ms: float = 0.0
@@ -73,14 +71,11 @@ class TrackResult:
         frame: the input frame with ``track_ids [N]`` filled in.
         stats: the :class:`FrameStats` of the frame.
         matches: verified matches ``[K, 2]`` int64 ``(i_prev, i_cur)`` to the previous frame.
-        keyframe_matches: verified matches ``[K, 2]`` ``(i_keyframe, i_cur)`` when keyframe
-            matching is on and a keyframe exists, else ``None``.
     """
 
     frame: Frame
     stats: FrameStats
     matches: torch.Tensor
-    keyframe_matches: torch.Tensor | None = None
 
 
 @dataclass
@@ -137,8 +132,6 @@ class Tracker:
         "max_displacement": 0.3,  # fraction of the image diagonal a match may move between frames; 0 = no limit
         # (repeated texture can give far-away matches that still satisfy the epipolar constraint)
         "history": 0,  # positions kept per track (for drawing trails); 0 = last position only
-        "match_keyframe": False,  # also match each frame to the last keyframe
-        "keyframe_interval": 0,  # take a keyframe every n frames; 0 = only on set_keyframe()
         # torch.compile the matcher (dual-softmax 6.8 -> 4.6 ms at 1024 kp; ~10 s compile); None = when
         # the extractor's network runs on the compile backend (frontend.backends)
         "compile_matcher": None,
@@ -202,7 +195,6 @@ class Tracker:
         self._next_id = 0
         self._ended_length = 0
         self._ended_count = 0
-        self._keyframe: Frame | None = None
 
     # -- metrics -----------------------------------------------------------------------------
     @property
@@ -216,14 +208,6 @@ class Tracker:
         active = 0 if self.tracks is None else int(self.tracks.length.sum())
         count = self._ended_count + (0 if self.tracks is None else len(self.tracks))
         return (self._ended_length + active) / count if count else 0.0
-
-    @property
-    def keyframe(self) -> Frame | None:
-        return self._keyframe
-
-    def set_keyframe(self) -> None:
-        """Make the last tracked frame the keyframe that later frames are also matched to."""
-        self._keyframe = self._prev
 
     # -- one frame ---------------------------------------------------------------------------
     def track(self, frame: Frame) -> TrackResult:
@@ -241,7 +225,6 @@ class Tracker:
         t2 = time.perf_counter()
         track_ids, new, lost = self._update(frame, kpts, inliers)
         t3 = time.perf_counter()
-        kf_matches, kf_raw = self._match_keyframe(frame, kpts, inliers, len(raw))
         out = dataclasses.replace(frame, track_ids=torch.from_numpy(track_ids))
         stats = FrameStats(
             index=frame.index,
@@ -252,19 +235,13 @@ class Tracker:
             active=len(self.tracks),
             new=new,
             lost=lost,
-            kf_matches=kf_raw,
-            kf_inliers=0 if kf_matches is None else len(kf_matches),
             t_match_ms=1e3 * (t1 - t0),
             t_verify_ms=1e3 * (t2 - t1),
             t_update_ms=1e3 * (t3 - t2),
         )
         self.stats.append(stats)
         self._prev = out
-        interval = self.conf["keyframe_interval"]
-        if self._keyframe is None or (interval > 0 and out.index - self._keyframe.index >= interval):
-            self._keyframe = out
-        kf = None if kf_matches is None else torch.from_numpy(kf_matches)
-        return TrackResult(out, stats, torch.from_numpy(inliers), kf)
+        return TrackResult(out, stats, torch.from_numpy(inliers))
 
     def _match(self, f0: Frame | None, f1: Frame) -> np.ndarray:
         """Mutual matches ``[K, 2]`` (numpy int64) between two frames' descriptors."""
@@ -354,16 +331,3 @@ class Tracker:
             descriptors=torch.from_numpy(frame.descriptors.detach().cpu().numpy()[idx]),  # numpy: no thread pool
             history=hist,
         )
-
-    def _match_keyframe(
-        self, frame: Frame, kpts: np.ndarray, inliers: np.ndarray, num_raw: int
-    ) -> tuple[np.ndarray | None, int]:
-        """Verified matches to the keyframe (``None`` when off or without a keyframe) and the raw count."""
-        kf = self._keyframe
-        if not self.conf["match_keyframe"] or kf is None:
-            return None, 0
-        if kf is self._prev:  # the keyframe is the previous frame: reuse its matches
-            return inliers, num_raw
-        raw = self._match(kf, frame)
-        keep, _ = self._verify(kf, kpts, raw)
-        return raw[keep], len(raw)

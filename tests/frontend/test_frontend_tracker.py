@@ -194,22 +194,6 @@ def test_few_matches_are_kept_unverified():
     assert mask.all() and not verified
 
 
-def test_keyframe_matching_reports_matches_to_the_keyframe():
-    frames, visible = synthetic_sequence()
-    tracker = Tracker(grid_cell=0, match_keyframe=True)
-    results = [tracker.track(frame) for _, frame in frames]
-    assert tracker.keyframe.index == 0  # the first frame; no interval set
-    for (ids, frame), r in zip(frames[1:], results[1:]):
-        common = {i for i, v in enumerate(visible) if 0 in v and frame.index in v}
-        assert r.stats.kf_inliers == len(common) == len(r.keyframe_matches)
-        kf_ids = frames[0][0][r.keyframe_matches[:, 0].numpy()]
-        np.testing.assert_array_equal(kf_ids, ids[r.keyframe_matches[:, 1].numpy()])
-    periodic = Tracker(grid_cell=0, match_keyframe=True, keyframe_interval=2)
-    for _, frame in frames:
-        periodic.track(frame)
-    assert periodic.keyframe.index == 4
-
-
 def test_compiled_matcher_tracks_exactly_like_the_eager_one():
     frames, _ = synthetic_sequence()
     eager, compiled = Tracker(grid_cell=0), Tracker(grid_cell=0, compile_matcher=True)
