@@ -1,13 +1,19 @@
 """The ``Frame`` record that travels from the source through the front-end to the odometry.
 
+A :mod:`vo_app.sources` source yields ``Frame`` records (index, timestamp, image, K, ground-truth
+pose, file path, RGB copy); the :class:`~frontend.engine.ExtractionEngine` and the
+:class:`~frontend.tracker.Tracker` return copies of the same record with the features and the
+track ids filled in, so one record flows from the source to the odometry without re-packing.
+
 Pixel, feature and pose conventions are those of :mod:`models.conventions`; this module only
-adds the per-frame bookkeeping (index, timestamp, intrinsics, track ids).
+adds the per-frame bookkeeping (index, timestamp, intrinsics, track ids, source data).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,6 +37,9 @@ class Frame:
         scores: ``[N]`` float32.
         descriptors: ``[N, D]`` float32, L2-normalised.
         track_ids: ``[N]`` int64, ``-1`` for a keypoint that belongs to no track; ``None`` before tracking.
+        pose: ``T_world_cam`` 4x4 float64 ground truth, ``None`` when unknown.
+        path: file the image came from, ``None`` when it came from no file (video, webcam, demo).
+        colour: ``H x W x 3`` uint8 RGB copy of ``image``, ``None`` unless the source delivers colour.
     """
 
     index: int
@@ -41,6 +50,9 @@ class Frame:
     scores: torch.Tensor | None = None
     descriptors: torch.Tensor | None = None
     track_ids: torch.Tensor | None = None
+    pose: np.ndarray | None = None
+    path: Path | None = None
+    colour: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.K is not None:

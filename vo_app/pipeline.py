@@ -60,7 +60,7 @@ class VOPipeline:
     """Run monocular VO over a source.
 
     Args:
-        source: a :mod:`vo_app.sources` source (iterable of ``SourceFrame``).
+        source: a :mod:`vo_app.sources` source (iterable of :class:`~frontend.frame.Frame`).
         extractor: any :class:`models.Extractor`.
         scale: ``gt`` | ``stereo`` | ``mono``.
         num_keypoints: per-frame budget.
@@ -99,10 +99,11 @@ class VOPipeline:
         self.stereo = StereoDepth(source.K[0, 0], source.stereo_baseline) if scale == "stereo" else None
 
     def _frames(self) -> Iterator[Frame]:
-        for n, sf in enumerate(self.source):
+        """The source's frames, as they are, up to ``max_frames``."""
+        for n, frame in enumerate(self.source):
             if self.max_frames is not None and n >= self.max_frames:
                 return
-            yield Frame(index=sf.index, image=sf.image, timestamp=sf.timestamp, K=np.array(sf.K))
+            yield frame
 
     def run(self) -> Iterator[StepResult]:
         """Process the source frame by frame, yielding a :class:`StepResult` each time."""
@@ -113,7 +114,7 @@ class VOPipeline:
             if self.odometry is None:
                 size = getattr(self.source, "image_size", None)
                 self.odometry = Odometry(f.K, self.scale, image_size=size, **self.odometry_conf)
-            gt = self.source.pose_at(f.index)
+            gt = f.pose
             kp = f.keypoints.numpy()
             stereo = None
             if self.stereo is not None:

@@ -1,8 +1,9 @@
 """Frame sources of the VO app: datasets, video, image folders, webcams and the built-in demo.
 
 ``open_source(spec)`` picks one from a ``--sequence`` value; every source yields
-:class:`SourceFrame` records and exposes ``K``, ``image_size`` (width, height), ``num_frames``
-(None when live), ``gt_poses`` (``[N, 4, 4]`` T_world_cam or None), ``name`` and ``skipped``.
+:class:`frontend.frame.Frame` records (``SourceFrame`` is the same class) and exposes ``K``,
+``image_size`` (width, height), ``num_frames`` (None when live), ``gt_poses`` (``[N, 4, 4]``
+T_world_cam or None), ``name`` and ``skipped``.
 """
 
 from .base import IndexedSource, Source, SourceFrame

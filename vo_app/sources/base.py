@@ -1,4 +1,4 @@
-"""The frame record every source yields and the base classes of all sources.
+"""The base classes of all sources, and the frame record they yield (:class:`frontend.frame.Frame`).
 
 Conventions (see :mod:`models.conventions`): images are ``H x W`` uint8 grey (plus an
 optional ``H x W x 3`` uint8 RGB copy), ``K`` is a 3x3 float64 pinhole matrix of the image
@@ -16,12 +16,12 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from frontend.frame import Frame
 from models.errors import BadInputError, TraqPointError
 from models.image_io import read_image
 
@@ -30,28 +30,13 @@ from .calib import Undistorter, pinhole_camera
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class SourceFrame:
-    """One image of a sequence, as a source delivers it.
-
-    Attributes:
-        index: position in the sequence (0-based; also the row of ``source.gt_poses``).
-            Skipped frames leave gaps.
-        timestamp: seconds (dataset clock, or seconds since the start for live sources).
-        image: ``H x W`` uint8 grey.
-        K: 3x3 float64 pinhole intrinsics of ``image`` (read-only).
-        pose: ``T_world_cam`` 4x4 float64 ground truth, or None when unknown.
-        path: file the image came from, or None (video, webcam, demo).
-        colour: ``H x W x 3`` uint8 RGB, only when the source was opened with ``colour=True``.
-    """
-
-    index: int
-    timestamp: float
-    image: np.ndarray
-    K: np.ndarray
-    pose: np.ndarray | None = None
-    path: Path | None = None
-    colour: np.ndarray | None = None
+SourceFrame = Frame
+"""The record every source yields: :class:`frontend.frame.Frame` itself (the pipeline passes it on
+as it is). Sources fill ``index``, ``timestamp`` (seconds: the dataset clock, or seconds since the
+start for live sources), ``image`` (``H x W`` uint8 grey), ``K`` (3x3 float64 of ``image``,
+read-only), ``pose`` (ground truth or None), ``path`` (or None) and ``colour`` (only when the source
+was opened with ``colour=True``); ``index`` is the row of ``source.gt_poses``, and skipped frames
+leave gaps. The name stays for code that imports it from :mod:`vo_app.sources`."""
 
 
 def readonly(array: np.ndarray) -> np.ndarray:
@@ -106,12 +91,12 @@ class Source(ABC):
     def __bool__(self) -> bool:  # an empty-but-valid source must not be falsy by accident
         return True
 
-    def __iter__(self) -> Iterator[SourceFrame]:
+    def __iter__(self) -> Iterator[Frame]:
         self.skipped = 0
         return self._frames()
 
     @abstractmethod
-    def _frames(self) -> Iterator[SourceFrame]:
+    def _frames(self) -> Iterator[Frame]:
         """Yield the frames (subclasses)."""
 
     def _skip(self, what: str, exc: Exception) -> None:
@@ -154,17 +139,17 @@ class Source(ABC):
 class IndexedSource(Source):
     """A finite source with random access: ``source[i]`` and ``len(source)``."""
 
-    def __getitem__(self, index: int) -> SourceFrame:
+    def __getitem__(self, index: int) -> Frame:
         n = self.num_frames
         if not -n <= index < n:
             raise IndexError(f"frame {index} out of range for {self.name} ({n} frames)")
         return self._load(index % n)
 
     @abstractmethod
-    def _load(self, index: int) -> SourceFrame:
+    def _load(self, index: int) -> Frame:
         """Read frame ``index`` (subclasses)."""
 
-    def _frames(self) -> Iterator[SourceFrame]:
+    def _frames(self) -> Iterator[Frame]:
         for i in range(self.num_frames):
             try:
                 frame = self._load(i)
@@ -222,9 +207,9 @@ class ImageFileSource(IndexedSource):
             rgb = self.undistorter(rgb) if rgb is not None else None
         return grey, rgb
 
-    def _load(self, index: int) -> SourceFrame:
+    def _load(self, index: int) -> Frame:
         grey, rgb = self._read(index)
-        return SourceFrame(
+        return Frame(
             index=index,
             timestamp=float(self.timestamps[index]),
             image=grey,

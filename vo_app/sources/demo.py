@@ -21,9 +21,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from frontend.frame import Frame
 from models.errors import BadInputError
 
-from .base import IndexedSource, SourceFrame, readonly
+from .base import IndexedSource, readonly
 from .demo_render import Material, Quad, Renderer
 
 log = logging.getLogger(__name__)
@@ -228,7 +229,9 @@ class DemoSource(IndexedSource):
         pose = self.gt_poses[index]
         return self.renderer.render(pose, self.scene.quads(pose[:3, 3]))
 
-    def _load(self, index: int) -> SourceFrame:
+    def _load(self, index: int) -> Frame:
         image = self.render(index)
         grey, rgb = (cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), image) if self.colour else (image, None)
-        return SourceFrame(index, index / self.fps, grey, self.K, self.gt_poses[index], None, rgb)
+        return Frame(
+            index=index, image=grey, timestamp=index / self.fps, K=self.K, pose=self.gt_poses[index], colour=rgb
+        )

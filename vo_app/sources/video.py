@@ -9,9 +9,10 @@ from pathlib import Path
 
 import cv2
 
+from frontend.frame import Frame
 from models.errors import BadInputError, MissingFileError
 
-from .base import Source, SourceFrame, readonly, split_bgr
+from .base import Source, readonly, split_bgr
 from .calib import pinhole_camera, resolve_calibration
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class VideoSource(Source):
         """Frame count reported by the container (may be approximate), or None."""
         return self._count
 
-    def _frames(self) -> Iterator[SourceFrame]:
+    def _frames(self) -> Iterator[Frame]:
         cap = self._open()
         index, bad = 0, 0
         try:
@@ -87,7 +88,7 @@ class VideoSource(Source):
                     index += 1
                     continue
                 grey, rgb = split_bgr(bgr, self.colour, self.undistorter)
-                yield SourceFrame(index, index / self.fps, grey, self.K, None, None, rgb)
+                yield Frame(index=index, image=grey, timestamp=index / self.fps, K=self.K, colour=rgb)
                 index += 1
         finally:
             cap.release()

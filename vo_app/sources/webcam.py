@@ -15,9 +15,10 @@ from collections.abc import Iterator
 
 import cv2
 
+from frontend.frame import Frame
 from models.errors import MissingFileError
 
-from .base import Source, SourceFrame, readonly, split_bgr
+from .base import Source, readonly, split_bgr
 from .calib import pinhole_camera, resolve_calibration
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ class WebcamSource(Source):
             time.sleep(0.01)
         raise MissingFileError(f"webcam {self.index} opened but delivered no frame within {self.stall_s:.1f} s")
 
-    def _frames(self) -> Iterator[SourceFrame]:
+    def _frames(self) -> Iterator[Frame]:
         failing_since, read_failed = None, False
         while self.cap is not None:
             ok, bgr = self.cap.read()
@@ -115,7 +116,7 @@ class WebcamSource(Source):
                             time.monotonic() - failing_since, self.stalls)
             failing_since, read_failed = None, False
             grey, rgb = split_bgr(bgr, self.colour, self.undistorter)
-            yield SourceFrame(self._index, time.monotonic() - self._t0, grey, self.K, None, None, rgb)
+            yield Frame(index=self._index, image=grey, timestamp=time.monotonic() - self._t0, K=self.K, colour=rgb)
             self._index += 1
 
     def close(self) -> None:
