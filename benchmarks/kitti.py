@@ -45,11 +45,12 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from frontend.backends import add_backend_argument
+from frontend.frame import Frame
 from frontend.tracker import Tracker
 from models.errors import BadInputError, MissingFileError
 from vo_app.odometry import Odometry
 from vo_app.pipeline import VOPipeline
-from vo_app.sources import KittiSource, SourceFrame
+from vo_app.sources import KittiSource
 from vo_app.trajectory import path_length, umeyama
 
 from . import kitti_protocol, runner
@@ -110,7 +111,7 @@ class MemorySource:
         frames = tqdm(
             itertools.islice(source, max_frames), total=total, desc="load", unit="frame", leave=False, disable=None
         )
-        self.frames: list[SourceFrame] = list(frames)
+        self.frames: list[Frame] = list(frames)
         self.skipped = source.skipped
 
     def __getattr__(self, name: str):
@@ -118,7 +119,7 @@ class MemorySource:
             raise AttributeError(name)
         return getattr(self._source, name)
 
-    def __iter__(self) -> Iterator[SourceFrame]:
+    def __iter__(self) -> Iterator[Frame]:
         return iter(self.frames)
 
     @property

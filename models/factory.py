@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 SHARED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights"
 LITE_WEIGHTS = PACKAGE_WEIGHTS / "traqpoint_lite.pt"
-LITE2_WEIGHTS = PACKAGE_WEIGHTS / "traqpoint_lite2.pt"  # v2 network (models/lite2.py) + sub-pixel head: >= ORB FPS in fp32
+LITE2_WEIGHTS = PACKAGE_WEIGHTS / "traqpoint_lite2.pt"  # v2 network (models/lite2.py) + sub-pixel head
 METHODS = (
     "traqpoint-lite", "traqpoint-lite-ms", "traqpoint-lite2", "traqpoint",
     "orb", "sift", "alike-t", "alike-n", "xfeat",

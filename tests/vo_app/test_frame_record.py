@@ -7,11 +7,10 @@ import numpy as np
 import models
 from frontend.frame import Frame
 from vo_app.pipeline import VOPipeline
-from vo_app.sources import DemoSource, SourceFrame
+from vo_app.sources import DemoSource
 
 
 def test_the_source_frame_is_the_record_the_pipeline_carries():
-    assert SourceFrame is Frame
     source = DemoSource(num_frames=6, width=320, height=240, colour=True)
     first = source[0]
     assert isinstance(first, Frame) and not first.has_features and first.path is None

@@ -1,12 +1,12 @@
 """Frame sources of the VO app: datasets, video, image folders, webcams and the built-in demo.
 
 ``open_source(spec)`` picks one from a ``--sequence`` value; every source yields
-:class:`frontend.frame.Frame` records (``SourceFrame`` is the same class) and exposes ``K``,
+:class:`frontend.frame.Frame` records and exposes ``K``,
 ``image_size`` (width, height), ``num_frames`` (None when live), ``gt_poses`` (``[N, 4, 4]``
 T_world_cam or None), ``name`` and ``skipped``.
 """
 
-from .base import IndexedSource, Source, SourceFrame
+from .base import IndexedSource, Source
 from .calib import Calibration, load_calib
 from .demo import DemoSource
 from .euroc import EurocSource
@@ -19,5 +19,5 @@ from .webcam import WebcamSource
 
 __all__ = [
     "ACCEPTED", "Calibration", "DemoSource", "EurocSource", "ImageFolderSource", "IndexedSource", "KittiSource",
-    "Source", "SourceFrame", "TumSource", "VideoSource", "WebcamSource", "load_calib", "open_source",
+    "Source", "TumSource", "VideoSource", "WebcamSource", "load_calib", "open_source",
 ]

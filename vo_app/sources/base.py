@@ -9,6 +9,11 @@ the top-left pixel is ``(0, 0)``, poses are ``T_world_cam`` 4x4 float64 (camera-
 A frame that cannot be read in the middle of a sequence (corrupt or missing file, wrong
 size) is skipped: the iteration logs a warning, counts it in ``source.skipped`` and goes on.
 Random access (``source[i]`` on finite sources) raises the error instead.
+
+Sources fill a frame's ``index``, ``timestamp`` (seconds: the dataset clock, or seconds since the
+start for live sources), ``image``, ``K`` (read-only), ``pose`` (ground truth or None), ``path``
+(or None) and ``colour`` (only when the source was opened with ``colour=True``); ``index`` is the
+row of ``source.gt_poses``, and skipped frames leave gaps.
 """
 
 from __future__ import annotations
@@ -28,15 +33,6 @@ from models.image_io import read_image
 from .calib import Undistorter, pinhole_camera
 
 log = logging.getLogger(__name__)
-
-
-SourceFrame = Frame
-"""The record every source yields: :class:`frontend.frame.Frame` itself (the pipeline passes it on
-as it is). Sources fill ``index``, ``timestamp`` (seconds: the dataset clock, or seconds since the
-start for live sources), ``image`` (``H x W`` uint8 grey), ``K`` (3x3 float64 of ``image``,
-read-only), ``pose`` (ground truth or None), ``path`` (or None) and ``colour`` (only when the source
-was opened with ``colour=True``); ``index`` is the row of ``source.gt_poses``, and skipped frames
-leave gaps. The name stays for code that imports it from :mod:`vo_app.sources`."""
 
 
 def readonly(array: np.ndarray) -> np.ndarray:
