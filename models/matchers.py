@@ -64,9 +64,10 @@ def dual_softmax(
         e.sub_(e.amax(dim=(1, 2), keepdim=True))
     e = e.exp_()
     rows, cols = e.sum(dim=2, keepdim=True), e.sum(dim=1, keepdim=True)
-    best0 = (e * cols.rsqrt()).max(dim=2)
+    best0 = e.mul_(cols.rsqrt()).max(dim=2)  # in place: E / sqrt(c), no second N x M matrix
     # mutual check without a column argmax (max-with-index along dim 1 is ~25x slower than amax
-    # on the CPU): row i's best column j is mutual iff E_ij / sqrt(r_i) reaches column j's maximum
+    # on the CPU): row i's best column j is mutual iff E_ij / sqrt(r_i) reaches column j's maximum;
+    # the matrix now holds E / sqrt(r c), the same order within every column
     col = e.mul_(rows.rsqrt())
     col_max = col.amax(dim=1)  # [B, M]
     mine = col.gather(2, best0.indices[..., None])[..., 0]  # [B, N]: E_ij / sqrt(r_i) at j = best0
