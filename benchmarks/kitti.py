@@ -63,7 +63,9 @@ SCHEMA_KEYS = (
     "ate_rmse_m", "ate_pct_path", "rpe_trans_m", "rpe_rot_deg", "t_err_pct", "r_err_deg_per_100m",
     "aktl", "inlier_ratio", "fps", "frames", "tracking_failures",
 )  # fmt: skip
-KEYS = (*SCHEMA_KEYS, "ate_unaligned_pct_path", "ate_xz_mean_m")  # DESIGN.md section 6 keys + two extras, last
+# DESIGN.md section 6 keys, then extras: two trajectory errors and the back-end's keyframes and
+# timings (median PnP ms per frame, median bundle adjustment ms per keyframe; null where not run)
+KEYS = (*SCHEMA_KEYS, "ate_unaligned_pct_path", "ate_xz_mean_m", "keyframes", "pnp_ms_median", "ba_ms_median")
 LAYOUT = "expected ROOT/sequences/<id>/image_0/*.png + calib.txt and ROOT/poses/<id>.txt"
 KITTI_IDS = tuple(f"{i:02d}" for i in range(11))  # the sequences with public ground truth
 DEFAULT_ROOT = runner.shared_data("kitti_mini")
