@@ -131,8 +131,9 @@ def _quadratic_offset(p: torch.Tensor) -> torch.Tensor:
     ox = -(hyy * gx - hxy * gy) / safe
     oy = -(hxx * gy - hxy * gx) / safe
     newton = (det > 1e-12) & (hxx < 0) & (ox.abs() <= 0.5) & (oy.abs() <= 0.5)
-    ax = torch.where(hxx < -1e-12, -gx / torch.where(hxx < -1e-12, hxx, -torch.ones_like(hxx)), torch.zeros_like(hxx))
-    ay = torch.where(hyy < -1e-12, -gy / torch.where(hyy < -1e-12, hyy, -torch.ones_like(hyy)), torch.zeros_like(hyy))
+    # 1-D vertices where the axis curves down (the clamp only keeps the unused branch finite)
+    ax = torch.where(hxx < -1e-12, -gx / hxx.clamp(max=-1e-12), torch.zeros_like(hxx))
+    ay = torch.where(hyy < -1e-12, -gy / hyy.clamp(max=-1e-12), torch.zeros_like(hyy))
     off = torch.stack([torch.where(newton, ox, ax), torch.where(newton, oy, ay)], dim=-1)
     return off.clamp(-0.5, 0.5)
 

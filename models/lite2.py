@@ -43,10 +43,15 @@ def standardise(image: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     The statistics come from every 4th pixel of every 4th row (1/16 of the image: the same to
     ~1e-3 on real images) and the affine map is one fused pass (``addcmul``).
     """
-    sub = image[..., ::4, ::4].flatten(1)
-    mean = sub.mean(1)
-    scale = sub.var(1, unbiased=False).add(eps).rsqrt()
+    mean, scale = standardise_stats(image, eps)
     return torch.addcmul((-mean * scale).view(-1, 1, 1, 1), image, scale.view(-1, 1, 1, 1))
+
+
+def standardise_stats(image: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image mean ``[B]`` and inverse standard deviation ``[B]`` of ``image [B, 1, H, W]``
+    from every 4th pixel of every 4th row (what :func:`standardise` applies)."""
+    sub = image[..., ::4, ::4].flatten(1)
+    return sub.mean(1), sub.var(1, unbiased=False).add(eps).rsqrt()
 
 
 def upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -175,7 +180,8 @@ class LiteNet2(nn.Module):
     def refine_keypoints(self, image: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
         """Sub-pixel keypoints ``[N, 2]`` (x, y, image pixels) of stride-2 blocks ``[N, 2]`` of one image.
 
-        ``image [1, 1, H, W]`` is the network's input (before standardisation). Block ``(bx, by)``
+        ``image [1, 1, H, W]`` is the image the blocks refer to, not standardised (the extractor
+        passes it before padding; the statistics are computed from it here). Block ``(bx, by)``
         covers pixels ``2bx..2bx+1``; the head scores the block and a ring of ``refine_ring``
         pixels around it (a ``(2 + 2 ring)^2`` window), and the keypoint is their soft-argmax
         (softmax of the head's logits: differentiable, the same in training and inference, at most
@@ -188,8 +194,7 @@ class LiteNet2(nn.Module):
             return blocks.float().reshape(0, 2)
         h, w = image.shape[-2:]
         ring = int(self.refine_ring)
-        sub = image[..., ::4, ::4].flatten(1).float()
-        mean, scale = sub.mean(1), sub.var(1, unbiased=False).add(1e-5).rsqrt()
+        mean, scale = standardise_stats(image.float())
         pad = ring + 3  # the window's ring + the head's receptive radius (3)
         o = torch.arange(-pad, 2 + pad, device=image.device)  # patch offsets from the block's top-left pixel
         x0 = (blocks[:, 0].long() * 2).clamp(0, w - 2)

@@ -112,8 +112,9 @@ class TraqPoint(Extractor):
         return head is not None and self.detector == "policy" and self.logit_stride == 2 and bool(self.subpixel)
 
     def _net(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The network's outputs for ``images`` already on :attr:`device` (padded to its stride here)."""
         with autocast_context(self.device, self.precision):
-            return self.net(pad_to_multiple(images.to(self.device), self.pad_multiple))
+            return self.net(pad_to_multiple(images, self.pad_multiple))
 
     @torch.inference_mode()
     def extract(self, images: torch.Tensor, num_keypoints: int | None = None) -> list[Features]:

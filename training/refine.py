@@ -41,6 +41,7 @@ from models.lite2 import LiteNet2
 from training.config import CONFIG_DIR
 from training.runtime import CSVLog, check_finite, resume, save_checkpoint, seed_everything
 from training.stage1 import make_dataset, make_loader
+from training.warping import in_bounds, lookup, warp_points
 
 log = logging.getLogger(__name__)
 MARGIN = 6  # px: warped points this close to B's border are not scored (the patch would be padded)
@@ -99,19 +100,15 @@ def build(weights: str, refine_dim: int, refine_ring: int = 2) -> LiteNet2:
     return net
 
 
-def warp_points(H: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
-    """``pts [N, 2]`` through homography ``H [3, 3]``."""
-    p = torch.cat([pts, torch.ones_like(pts[:, :1])], dim=1).double() @ H.double().T
-    return (p[:, :2] / p[:, 2:].clamp_min(1e-8)).to(pts.dtype)
+def warp(H: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
+    """``pts [N, 2]`` through homography ``H [3, 3]``, in float64, back in ``pts``'s dtype."""
+    return warp_points(H.double(), pts.double()).to(pts.dtype)
 
 
 def scored(q: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Mask ``[N]``: warped points ``q`` inside view B's margin and on its content (``valid [H, W]``)."""
-    h, w = valid.shape
-    inside = (q[:, 0] >= MARGIN) & (q[:, 0] <= w - 1 - MARGIN) & (q[:, 1] >= MARGIN) & (q[:, 1] <= h - 1 - MARGIN)
-    xi = q[:, 0].round().long().clamp(0, w - 1)
-    yi = q[:, 1].round().long().clamp(0, h - 1)
-    return inside & valid[yi, xi]
+    """Mask ``[N]``: warped points ``q`` at least ``MARGIN`` px from view B's border pixels and on its
+    content (``valid [H, W]``)."""
+    return in_bounds(q, tuple(valid.shape), MARGIN + 0.5) & lookup(valid, q)
 
 
 def nearest_in_window(q: torch.Tensor, centres: torch.Tensor, ring: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,32 +128,31 @@ def direction_errors(
     images: torch.Tensor,
     H: torch.Tensor,
     valid: torch.Tensor,
+    sel: list[torch.Tensor],
     a: int,
     b: int,
-    k: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Errors ``[M, 2]`` of A -> B, for the head and for the quadratic fit of the stride-2 logits.
 
-    Both views select their blocks as inference does (stride-2 NMS + top-k). A keypoint of A,
+    ``sel`` holds each view's blocks, selected as inference does (stride-2 NMS + top-k). A keypoint of A,
     warped into B (``q``), is scored against B's *selected* block nearest to it, when ``q`` lies
     within that block's window: the head learns to re-find the structure whatever block the
     policy picked around it (on homography pairs only ~30 % of warped blocks land in the same
     block of B; ~70 % within the 6x6 window).
     """
     ring = int(net.refine_ring)
-    sel = [select_keypoints(logits[v : v + 1], k, radius=1, threshold=float("-inf"), border=3)[0][0] for v in (a, b)]
     H_ba = H[b] @ torch.linalg.inv(H[a])
-    centres_b = rescale_pixels(sel[1], 2)
-    p_a = net.refine_keypoints(images[a : a + 1], sel[0])
-    q = warp_points(H_ba, p_a)
+    centres_b = rescale_pixels(sel[b], 2)
+    p_a = net.refine_keypoints(images[a : a + 1], sel[a])
+    q = warp(H_ba, p_a)
     j, inside = nearest_in_window(q.detach(), centres_b, ring)
     keep = inside & scored(q.detach(), valid[b, 0])
-    p_b = net.refine_keypoints(images[b : b + 1], sel[1][j[keep]])
+    p_b = net.refine_keypoints(images[b : b + 1], sel[b][j[keep]])
     with torch.no_grad():  # the shipped refinement, same blocks, same rule
-        qa = warp_points(H_ba, rescale_pixels(refine_subpixel(logits[a], sel[0]), 2))
+        qa = warp(H_ba, rescale_pixels(refine_subpixel(logits[a], sel[a]), 2))
         jq, inside_q = nearest_in_window(qa, centres_b, ring)
         keep_q = inside_q & scored(qa, valid[b, 0])
-        qb = rescale_pixels(refine_subpixel(logits[b], sel[1][jq[keep_q]]), 2)
+        qb = rescale_pixels(refine_subpixel(logits[b], sel[b][jq[keep_q]]), 2)
     return p_b - q[keep], qb - qa[keep_q]
 
 
@@ -166,8 +162,9 @@ def batch_loss(net: LiteNet2, batch: dict, k: int) -> dict[str, torch.Tensor]:
     for i in range(images.shape[0]):  # a loop over pairs, not keypoints
         with torch.no_grad():
             logits = net(images[i])["logits"].float()  # [2, 1, H/2, W/2]
+        sel, _ = select_keypoints(logits, k, radius=1, threshold=float("-inf"), border=3)  # both views, once
         for a, b in ((0, 1), (1, 0)):
-            e, eq = direction_errors(net, logits, images[i], hs[i].double(), valid[i].bool(), a, b, k)
+            e, eq = direction_errors(net, logits, images[i], hs[i].double(), valid[i].bool(), sel, a, b)
             errs.append(e.float())
             quad.append(eq.float())
     e, eq = torch.cat(errs), torch.cat(quad)
