@@ -1,0 +1,196 @@
+"""Policy distillation for ``lite2``: ``python -m training.distill_policy``.
+
+lite2's own stage 2 (``training.stage2``) ends with a less repeatable policy than v1's on the
+same data (churchill repeatability@3 53 % against 69 %, ``training/README.md``), although both
+policy heads are tiny local convolution stacks. This stage trains lite2's stride-2 policy
+(:attr:`models.lite2.LiteNet2.pixel_embed`, everything else frozen) to reproduce the policy of
+the shipped ``traqpoint-lite`` (v1, itself trained by stage 2), i.e. the teacher's stage-2
+result is transferred instead of re-learned by a REINFORCE run on a smaller head.
+
+Target: the teacher's full-resolution logits, max-pooled over each 2x2 block (a block is
+selected when its best pixel would be) and standardised per image, ``z``. Loss, two KL
+divergences between the teacher's ``softmax(beta z)`` and the student's ``softmax(s)``:
+
+- within every ``cell`` x ``cell`` block of the stride-2 map (local peaks: what NMS keeps);
+- over the whole image (which peaks win the image-wide top-k, as the paper's image-wide policy).
+
+The student's logit scale is free (the softmax absorbs it; selection only uses the order).
+Data: the stage-1 recipe's homography views (both views of each pair, photometric noise
+included). Resumable (``OUT/last.pt``); the result is a full lite2 state dict,
+``OUT/distill.pt``, whose refinement head (if any) is carried over unchanged: retrain it with
+``training.refine`` on the new policy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from models.errors import MissingFileError, TraqPointError
+from models.factory import LITE2_WEIGHTS, LITE_WEIGHTS
+from models.lite import LiteNet
+from models.lite2 import LiteNet2, standardise
+from training.refine import data_args
+from training.runtime import CSVLog, check_finite, resume, save_checkpoint, seed_everything
+from training.stage1 import make_dataset, make_loader
+
+log = logging.getLogger(__name__)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training.distill_policy", description=__doc__.split("\n\n")[0])
+    p.add_argument("--weights", default=str(LITE2_WEIGHTS), help="lite2 state dict (descriptor + head are kept)")
+    p.add_argument("--teacher", default=str(LITE_WEIGHTS), help="v1 (traqpoint-lite) state dict")
+    p.add_argument("--init", choices=("weights", "fresh"), default="weights",
+                   help="start the policy from --weights or anew")
+    p.add_argument("--recipe", default="stage1_lite.yaml", help="stage-1 recipe: data, resolution and warps")
+    p.add_argument("--out", default="runs/distill_lite2")
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--batch_size", type=int, default=8, help="pairs per step (both views are used)")
+    p.add_argument("--beta", type=float, default=2.0, help="teacher temperature on standardised logits")
+    p.add_argument("--cell", type=int, default=8, help="side of the local softmax cells, stride-2 pixels")
+    p.add_argument("--global_weight", type=float, default=1.0, help="weight of the image-wide KL")
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ckpt_every", type=int, default=100)
+    p.add_argument("--log_every", type=int, default=20)
+    p.add_argument("--resume", action="store_true")
+    return p
+
+
+def load_state(path: str | Path, what: str) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"{what} weights not found: {path}")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def build_teacher(path: str | Path) -> LiteNet:
+    """The frozen v1 network of ``path`` (eval mode)."""
+    state = load_state(path, "teacher (traqpoint-lite v1)")
+    if "stem.0.weight" in state:
+        raise TraqPointError(f"{path} is a lite2 state dict; the teacher is a v1 (traqpoint-lite) network")
+    net = LiteNet(**LiteNet.conf_from_state(state))
+    net.load_state_dict(state)
+    net.eval().requires_grad_(False)
+    return net
+
+
+def build_student(path: str | Path, fresh: bool) -> LiteNet2:
+    """lite2 of ``path`` with only its policy (``pixel_embed``) trainable; ``fresh`` re-initialises it."""
+    state = load_state(path, "lite2")
+    if not LiteNet2.fits_state(state):
+        raise TraqPointError(f"{path} is not a lite2 state dict")
+    net = LiteNet2(**LiteNet2.conf_from_state(state))
+    net.load_state_dict(state)
+    net.eval().requires_grad_(False)
+    if fresh:
+        for m in net.pixel_embed.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.reset_parameters()
+    for p in net.policy_parameters():
+        p.requires_grad_(True)
+    return net
+
+
+def teacher_targets(teacher: LiteNet, images: torch.Tensor) -> torch.Tensor:
+    """Standardised stride-2 teacher logits ``[B, 1, H/2, W/2]`` of ``images [B, 1, H, W]``."""
+    with torch.no_grad():
+        t = F.max_pool2d(teacher(images)["logits"].float(), 2)
+        flat = t.flatten(1)
+        return (t - flat.mean(1).view(-1, 1, 1, 1)) / flat.std(1).clamp_min(1e-6).view(-1, 1, 1, 1)
+
+
+def cells(x: torch.Tensor, c: int) -> torch.Tensor:
+    """``[B, 1, h, w] -> [B * (h // c) * (w // c), c * c]`` (the map cropped to whole cells)."""
+    b, _, h, w = x.shape
+    x = x[:, 0, : h // c * c, : w // c * c].reshape(b, h // c, c, w // c, c)
+    return x.permute(0, 1, 3, 2, 4).reshape(-1, c * c)
+
+
+def kl(target_logits: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of KL(softmax(target) || softmax(student)), rows ``[N, K]``."""
+    p_log = target_logits.log_softmax(dim=1)
+    return (p_log.exp() * (p_log - student_logits.log_softmax(dim=1))).sum(1).mean()
+
+
+def distill_loss(student: LiteNet2, z: torch.Tensor, images: torch.Tensor, beta: float, cell: int,
+                 global_weight: float) -> dict[str, torch.Tensor]:
+    """The two KL terms for ``images [B, 1, H, W]`` and the teacher's standardised targets ``z``."""
+    s = student.policy_logits(standardise(images))
+    t = beta * z
+    local = kl(cells(t, cell), cells(s, cell))
+    image = kl(t.flatten(1), s.flatten(1))
+    with torch.no_grad():  # agreement of the image-wide top 2 %: which blocks the student would pick
+        k = max(1, s[0].numel() // 50)
+        top_s = s.flatten(1).topk(k, dim=1).indices
+        top_t = z.flatten(1).topk(k, dim=1).indices
+        hit = (top_s[:, :, None] == top_t[:, None, :]).any(2).float().mean()
+    return {"total": local + global_weight * image, "kl_cell": local, "kl_image": image, "top2pct_agree": hit}
+
+
+def train(args: argparse.Namespace) -> Path:
+    seed_everything(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    teacher = build_teacher(args.teacher)
+    student = build_student(args.weights, args.init == "fresh")
+    optimizer = torch.optim.Adam(student.policy_parameters(), lr=args.lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.steps)
+    last = out / "last.pt"
+    step = resume(last, student, optimizer, scheduler) if args.resume and last.exists() else 0
+    data = data_args(args)
+    loader = make_loader(make_dataset(data, 2, args.steps * args.batch_size), data, 0, 1, step)
+    logger = CSVLog(out / "log_distill.csv")
+    bar = tqdm(total=args.steps, initial=step, desc="distill", dynamic_ncols=True)
+    t0 = time.perf_counter()
+    for batch in loader:
+        if step >= args.steps:
+            break
+        images = batch["images"].flatten(0, 1)  # [2B, 1, H, W]
+        terms = distill_loss(student, teacher_targets(teacher, images), images, args.beta, args.cell,
+                             args.global_weight)
+        check_finite(terms["total"], step + 1, out)
+        optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        bar.update(1)
+        if step % args.log_every == 0 or step == args.steps:
+            row = {"step": step, **{k: float(v.detach()) for k, v in terms.items()}, "lr": scheduler.get_last_lr()[0]}
+            row["steps_per_s"] = args.log_every / max(time.perf_counter() - t0, 1e-9)
+            t0 = time.perf_counter()
+            logger.write(row)
+            bar.set_postfix(kl=f"{row['total']:.3f}", agree=f"{row['top2pct_agree']:.2f}")
+        if step % args.ckpt_every == 0 or step == args.steps:
+            save_checkpoint(last, student, optimizer, scheduler, step, {"args": vars(args)})
+    bar.close()
+    torch.save(student.state_dict(), out / "distill.pt")
+    return out / "distill.pt"
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = parser().parse_args(argv)
+    if args.steps < 1 or args.batch_size < 1 or args.cell < 1 or args.beta <= 0 or args.global_weight < 0:
+        print("error: --steps, --batch_size, --cell must be >= 1, --beta > 0, --global_weight >= 0", file=sys.stderr)
+        return 2
+    try:
+        path = train(args)
+    except TraqPointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"lite2 weights with the distilled policy: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
