@@ -15,19 +15,20 @@ from .weights_io import PACKAGE_WEIGHTS, load_checkpoint, load_into
 log = logging.getLogger(__name__)
 
 SHARED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights"
-LITE_WEIGHTS = PACKAGE_WEIGHTS / "traqpoint_lite.pt"
-LITE2_WEIGHTS = PACKAGE_WEIGHTS / "traqpoint_lite2.pt"  # v2 network (models/lite2.py) + sub-pixel head
+LITE_WEIGHTS = PACKAGE_WEIGHTS / "traqpoint_lite.pt"  # the default: v2 network (models/lite2.py) + sub-pixel head
+LITE_V1_WEIGHTS = PACKAGE_WEIGHTS / "traqpoint_lite_v1.pt"  # the first lite network (models/lite.py)
 METHODS = (
-    "traqpoint-lite", "traqpoint-lite-ms", "traqpoint-lite2", "traqpoint",
+    "traqpoint-lite", "traqpoint-lite-ms", "traqpoint-lite-v1", "traqpoint",
     "orb", "sift", "alike-t", "alike-n", "xfeat",
 )
 # extractors with a precision option
-PRECISION_METHODS = ("traqpoint-lite", "traqpoint-lite-ms", "traqpoint-lite2", "traqpoint")
+PRECISION_METHODS = ("traqpoint-lite", "traqpoint-lite-ms", "traqpoint-lite-v1", "traqpoint")
+RENAMED = {"traqpoint-lite2": "traqpoint-lite"}  # earlier names: one clear error naming the new one
 PYRAMID = (1.0, 0.71, 0.5, 0.35)  # traqpoint-lite-ms: half-octave steps down to ~1/3 (zoom up to ~3x)
 
 
 def _lite(
-    weights: str | Path | None, device: str, name: str = "traqpoint-lite", version: int = 1, **kw
+    weights: str | Path | None, device: str, name: str = "traqpoint-lite", version: int = 2, **kw
 ) -> Extractor:
     """A lite extractor; a checkpoint's tensors pick v1 or v2, ``version`` only for ``weights="random"``."""
     from .fusion import prepare_for_inference
@@ -55,9 +56,9 @@ def _lite_pyramid(weights: str | Path | None, device: str, **kw) -> Extractor:
     return _lite(weights, device, name="traqpoint-lite-ms", **kw)
 
 
-def _lite2(weights: str | Path | None, device: str, **kw) -> Extractor:
-    """The v2 lite network (``models.lite2``, 0.5 GMAC at KITTI size) with its shipped weights."""
-    return _lite(weights or LITE2_WEIGHTS, device, name="traqpoint-lite2", version=2, **kw)
+def _lite_v1(weights: str | Path | None, device: str, **kw) -> Extractor:
+    """The first lite network (``models.lite``, 1.9 GMAC at KITTI size) with its shipped weights."""
+    return _lite(weights or LITE_V1_WEIGHTS, device, name="traqpoint-lite-v1", version=1, **kw)
 
 
 def _paper(weights: str | Path | None, device: str, **kw) -> Extractor:
@@ -94,7 +95,7 @@ def _opencv(cls_name: str):
 BUILDERS = {
     "traqpoint-lite": _lite,
     "traqpoint-lite-ms": _lite_pyramid,
-    "traqpoint-lite2": _lite2,
+    "traqpoint-lite-v1": _lite_v1,
     "traqpoint": _paper,
     "orb": _opencv("ORB"),
     "sift": _opencv("SIFT"),
@@ -129,6 +130,9 @@ def build(
 
     The first build tunes glibc's allocator to keep freed activations (:mod:`models.allocator`).
     """
+    if name in RENAMED:
+        raise BadInputError(f"method {name!r} is now called {RENAMED[name]!r} (the default); the first lite "
+                            "network is 'traqpoint-lite-v1'")
     if name not in BUILDERS:
         raise BadInputError(f"unknown method {name!r}; available: {', '.join(METHODS)}")
     if precision is not None and name in PRECISION_METHODS:

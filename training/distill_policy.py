@@ -4,7 +4,7 @@ lite2's own stage 2 (``training.stage2``) ends with a less repeatable policy tha
 same data (churchill repeatability@3 53 % against 69 %, ``training/README.md``), although both
 policy heads are tiny local convolution stacks. This stage trains lite2's stride-2 policy
 (:attr:`models.lite2.LiteNet2.pixel_embed`, everything else frozen) to reproduce the policy of
-the shipped ``traqpoint-lite`` (v1, itself trained by stage 2), i.e. the teacher's stage-2
+the shipped ``traqpoint-lite-v1`` (itself trained by stage 2), i.e. the teacher's stage-2
 result is transferred instead of re-learned by a REINFORCE run on a smaller head.
 
 Target: the teacher's full-resolution logits, max-pooled over each 2x2 block (a block is
@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from models.errors import MissingFileError, TraqPointError
-from models.factory import LITE2_WEIGHTS, LITE_WEIGHTS
+from models.factory import LITE_V1_WEIGHTS, LITE_WEIGHTS
 from models.lite import LiteNet
 from models.lite2 import LiteNet2, standardise
 from training.refine import data_args
@@ -46,9 +46,9 @@ log = logging.getLogger(__name__)
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.distill_policy", description=__doc__.split("\n\n")[0])
-    p.add_argument("--weights", default=str(LITE2_WEIGHTS), help="lite2 state dict (descriptor + head are kept)")
-    p.add_argument("--teacher", default=str(LITE_WEIGHTS), help="v1 (traqpoint-lite) state dict")
-    p.add_argument("--init", choices=("weights", "fresh"), default="weights",
+    p.add_argument("--weights", default=str(LITE_WEIGHTS), help="lite2 state dict (descriptor + head are kept)")
+    p.add_argument("--teacher", default=str(LITE_V1_WEIGHTS), help="v1 (traqpoint-lite-v1) state dict")
+    p.add_argument("--init", choices=("weights", "fresh"), default="fresh",
                    help="start the policy from --weights or anew")
     p.add_argument("--recipe", default="stage1_lite.yaml", help="stage-1 recipe: data, resolution and warps")
     p.add_argument("--out", default="runs/distill_lite2")
@@ -74,9 +74,9 @@ def load_state(path: str | Path, what: str) -> dict:
 
 def build_teacher(path: str | Path) -> LiteNet:
     """The frozen v1 network of ``path`` (eval mode)."""
-    state = load_state(path, "teacher (traqpoint-lite v1)")
+    state = load_state(path, "teacher (traqpoint-lite-v1)")
     if "stem.0.weight" in state:
-        raise TraqPointError(f"{path} is a lite2 state dict; the teacher is a v1 (traqpoint-lite) network")
+        raise TraqPointError(f"{path} is a lite2 state dict; the teacher is a v1 (traqpoint-lite-v1) network")
     net = LiteNet(**LiteNet.conf_from_state(state))
     net.load_state_dict(state)
     net.eval().requires_grad_(False)

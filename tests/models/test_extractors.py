@@ -63,6 +63,20 @@ def test_unknown_method():
         models.build("superglue")
 
 
+def test_the_renamed_lite2_method_names_its_new_name():
+    with pytest.raises(BadInputError, match="'traqpoint-lite2' is now called 'traqpoint-lite'"):
+        models.build("traqpoint-lite2")
+
+
+def test_the_default_lite_is_v2_and_v1_stays_available():
+    from models.lite import LiteNet
+    from models.lite2 import LiteNet2
+
+    assert isinstance(models.build("traqpoint-lite", precision="fp32").net, LiteNet2)
+    v1 = models.build("traqpoint-lite-v1", precision="fp32")
+    assert isinstance(v1.net, LiteNet) and v1.name == "traqpoint-lite-v1"
+
+
 def test_missing_and_wrong_weights(tmp_path):
     with pytest.raises(MissingFileError, match="nothing.pt"):
         models.build("traqpoint-lite", weights=tmp_path / "nothing.pt")

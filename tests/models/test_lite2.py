@@ -13,7 +13,7 @@ from models.traqpoint import TraqPoint
 from models.weights_io import load_checkpoint
 from tests.conftest import randomised, shared_path
 
-LITE2_WEIGHTS = models.factory.LITE2_WEIGHTS
+LITE2_WEIGHTS = models.factory.LITE_WEIGHTS
 
 
 @pytest.mark.parametrize("hw", [(64, 96), (96, 160)])
@@ -105,7 +105,7 @@ def test_shipped_weights_load_and_detect_on_a_real_frame():
     from models.image_io import read_image
 
     img = read_image(shared_path("kitti_mini", "sequences", "06", "image_0", "000010.png"))
-    ext = models.build("traqpoint-lite2", num_keypoints=1024, precision="fp32")
+    ext = models.build("traqpoint-lite", num_keypoints=1024, precision="fp32")
     assert isinstance(ext.net, LiteNet2)
     assert ext._refine_head_active()  # the shipped weights carry the sub-pixel head (training.refine)
     feats = ext.extract(torch.from_numpy(img).float()[None, None] / 255)[0]

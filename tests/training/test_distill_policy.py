@@ -20,7 +20,7 @@ def test_cells_and_kl():
 
 
 def test_teacher_targets_are_block_maxima_standardised():
-    teacher = dp.build_teacher(dp.LITE_WEIGHTS)
+    teacher = dp.build_teacher(dp.LITE_V1_WEIGHTS)
     images = torch.rand(2, 1, 64, 96)
     z = dp.teacher_targets(teacher, images)
     assert z.shape == (2, 1, 32, 48)
@@ -41,7 +41,7 @@ def test_distillation_raises_agreement_with_the_teacher(tmp_path):
     student = dp.build_student(weights, fresh=True)
     trainable = {n for n, p in student.named_parameters() if p.requires_grad}
     assert trainable and all(n.startswith("pixel_embed.") for n in trainable)
-    teacher = dp.build_teacher(dp.LITE_WEIGHTS)
+    teacher = dp.build_teacher(dp.LITE_V1_WEIGHTS)
     g = torch.Generator().manual_seed(1)
     images = torch.nn.functional.avg_pool2d(torch.rand(4, 1, 66, 98, generator=g), 3, stride=1)  # [4, 1, 64, 96]
     z = dp.teacher_targets(teacher, images)
@@ -62,7 +62,7 @@ def test_distill_cli_rejects_bad_numbers_and_wrong_files(tmp_path, capsys):
     assert "--beta > 0" in capsys.readouterr().err
     out = str(tmp_path / "o")
     assert dp.main(["--teacher", str(tmp_path / "none.pt"), "--out", out, "--steps", "1"]) == 1
-    assert "teacher (traqpoint-lite v1) weights not found" in capsys.readouterr().err
+    assert "teacher (traqpoint-lite-v1) weights not found" in capsys.readouterr().err
     lite2 = tmp_path / "lite2.pt"
     torch.save(LiteNet2().state_dict(), lite2)
     assert dp.main(["--teacher", str(lite2), "--out", out, "--steps", "1"]) == 1
