@@ -13,7 +13,9 @@ State machine (``Odometry.state``; details in ``vo_app/README.md``):
   :class:`~vo_app.keyframes.KeyframePolicy` decides keyframes; at a keyframe new points are
   triangulated (or read from stereo depth), the last ``window`` keyframes and their points are
   refined by :func:`~vo_app.bundle.bundle_adjust`, outliers and points that nothing sees any
-  more are culled.
+  more are culled, and the frames since the previous keyframe are re-localised (PnP) against the
+  refined map, which now also holds the points this keyframe added (otherwise the trajectory
+  would jump at every keyframe by the bundle adjustment's correction).
 - ``lost``: too few map points tracked, or PnP failed. Logged and counted; the pose is
   extrapolated with the last motion and the odometry re-initialises from this frame.
 
@@ -72,6 +74,7 @@ class OdometryStep:
     map_points: int = 0
     t_pnp_ms: float = 0.0
     t_ba_ms: float = 0.0
+    t_reloc_ms: float = 0.0  # re-localising the frames since the previous keyframe (at a keyframe)
 
 
 class Odometry:
@@ -139,7 +142,7 @@ class Odometry:
         self._records: list[tuple[int, np.ndarray]] = []  # per frame: (reference keyframe, T_kf_frame)
         self._ref: Keyframe | None = None  # initialisation reference
         self._buffer: list[tuple[int, np.ndarray, np.ndarray]] = []  # (record row, ids, keypoints) during init
-        self._last_gt: tuple[int, np.ndarray] | None = None
+        self._since_kf: list[tuple[int, np.ndarray, np.ndarray]] = []  # the same, frames since the last keyframe
 
     # -- public --------------------------------------------------------------------------------
     def step(
@@ -268,7 +271,8 @@ class Odometry:
         self._ref = None
         self.state = "tracking"
         self.counters["initialisations"] += 1
-        self._localise_buffer(ref)
+        self._relocalise(self._buffer, ref)
+        self._buffer = []
         kf.map_points = len(self.map.lookup(ids)[0])
         log.info("frame %d: map initialised against frame %d with %d points", index, ref.index, len(self.map))
         return OdometryStep(self._kf_poses[index], "init", True, len(common), int(inl.sum()), parallax,
@@ -298,17 +302,23 @@ class Odometry:
         rays = (np.column_stack([kp, np.ones(len(kp))]) @ np.linalg.inv(self.K).T) * np.where(ok, depth, 0)[:, None]
         return rays @ pose[:3, :3].T + pose[:3, 3], ok
 
-    def _localise_buffer(self, ref: Keyframe) -> None:
-        """Poses of the frames between the reference and the initialisation, by PnP against the new map."""
-        for row, ids, kp in self._buffer:
+    def _relocalise(self, frames: list[tuple[int, np.ndarray, np.ndarray]], ref: Keyframe) -> None:
+        """Poses of non-keyframes ``(record row, ids, keypoints)`` by PnP against the just-refined map.
+
+        Used for the frames before the initialisation (they only had an extrapolated pose) and, at
+        each keyframe, for the frames since the previous keyframe ``ref``: tracked against the map as
+        it was, they would keep its unrefined points (and miss the points this keyframe added), so
+        the trajectory would jump at every keyframe by the bundle adjustment's correction.
+        """
+        T_ref_world = invert(self._kf_poses[ref.index])
+        for row, ids, kp in frames:
             qr, mr = self.map.lookup(ids)
             res = solve_pnp(self.K, kp[qr], self.map.xyz[mr], self.conf["pnp"], self.conf["pnp_threshold"],
                             self.conf["min_inliers"])  # fmt: skip
             if res is not None:
-                self._records[row] = (ref.index, invert(self._kf_poses[ref.index]) @ res.pose)
+                self._records[row] = (ref.index, T_ref_world @ res.pose)
             else:
-                self.counters["init_frames_not_localised"] += 1
-        self._buffer = []
+                self.counters["frames_not_relocalised"] += 1
 
     # -- tracking ------------------------------------------------------------------------------
     def _track(self, index, ids, kp, gt_pose, depth) -> OdometryStep:
@@ -334,10 +344,12 @@ class Odometry:
                             len(self.map), t_pnp)  # fmt: skip
         if reason is None:
             self._records.append((kf.index, invert(kf.pose) @ pose))
+            self._since_kf.append((len(self._records) - 1, ids, kp))
             return step
         return self._keyframe(index, ids, kp, gt_pose, depth, step)
 
     def _keyframe(self, index, ids, kp, gt_pose, depth, step: OdometryStep) -> OdometryStep:
+        prev = self.window.last
         kf = Keyframe(index, step.pose, ids, kp, step.kf_reason, gt_pose)
         self._add_to_window(kf)
         self._records.append((index, np.eye(4)))
@@ -345,6 +357,10 @@ class Odometry:
             self._gt_rescale(index)
         new_ids = self._new_points(kf, depth)
         step.t_ba_ms = self._adjust(num_fixed=self.conf["ba_fixed"])
+        t0 = time.perf_counter()
+        self._relocalise(self._since_kf, prev)
+        step.t_reloc_ms = 1e3 * (time.perf_counter() - t0)
+        self._since_kf = []
         self.map.cull(ids, [k.ids for k in self.window])
         kf.map_points = len(self.map.lookup(ids)[0])
         step.pose = self._kf_poses[index]
@@ -456,6 +472,7 @@ class Odometry:
                     index, why, n, self.failures)  # fmt: skip
         self.map = LocalMap()
         self.window.clear()
+        self._since_kf = []  # their keyframe's map is gone: they keep their tracked poses
         self.state = "init"
         step = self._set_reference(index, ids, kp, gt_pose, depth, "lost")
         return OdometryStep(step.pose, "lost", True, n, step.inliers, 0.0, step.points3d, "lost", len(self.map))

@@ -70,7 +70,9 @@ def test_half_pixel_noise_mono_within_bound():
     est = odo.trajectory()
     assert odo.failures == 0
     ate = ape(poses, est, "sim3")["rmse"] / path_length(poses) * 100
-    assert ate < 0.5, ate  # % of the path after Sim(3) alignment; measured 0.02 %
+    # % of the path after Sim(3) alignment; measured 0.011 %, and 0.023 % when the frames between
+    # keyframes kept the poses tracked on the map before each keyframe's bundle adjustment
+    assert ate < 0.016, ate
 
 
 def test_pnp_estimators_agree():
@@ -143,3 +145,4 @@ def test_unknown_option_and_bad_scale():
         Odometry(K, "metric")
     with pytest.raises(ValueError, match="pnp"):
         Odometry(K, "mono", pnp="magic")
+
