@@ -20,10 +20,11 @@ State machine (``Odometry.state``; details in ``vo_app/README.md``):
   extrapolated with the last motion and the odometry re-initialises from this frame.
 
 Scale: ``mono`` fixes the unit at the first initialisation (baseline 1) and the map carries it;
-``stereo`` is metric from KITTI ``image_1``; ``gt`` (the paper's protocol) rescales the window at
-each keyframe so that its keyframe-to-keyframe path has the ground-truth length. A
-re-initialisation (or a ``gt`` keyframe without ground truth) takes the scale from the last known
-motion. Every fallback is counted in :attr:`Odometry.counters` and logged.
+``stereo`` is metric from KITTI ``image_1``; ``gt`` (the paper's protocol) gives every reported
+frame-to-frame step its ground-truth length (:func:`~vo_app.trajectory.scale_steps`), while the
+map is rescaled at each keyframe so that its window's keyframe-to-keyframe path has the
+ground-truth length. A re-initialisation (or a ``gt`` keyframe without ground truth) takes the
+scale from the last known motion. Every fallback is counted in :attr:`Odometry.counters` and logged.
 
 Poses are ``T_world_cam`` (:mod:`models.conventions`). Each frame is stored relative to its
 reference keyframe, so :meth:`Odometry.trajectory` returns every frame's pose after the
@@ -53,6 +54,7 @@ from .map_geometry import (
     two_view,
 )
 from .map_pnp import PNP_METHODS, solve_pnp
+from .trajectory import scale_steps
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +145,9 @@ class Odometry:
         self._ref: Keyframe | None = None  # initialisation reference
         self._buffer: list[tuple[int, np.ndarray, np.ndarray]] = []  # (record row, ids, keypoints) during init
         self._since_kf: list[tuple[int, np.ndarray, np.ndarray]] = []  # the same, frames since the last keyframe
+        self._gt_prev: np.ndarray | None = None  # ground-truth position of the previous frame (gt)
+        self._gt_steps: list[float] = []  # gt: ground-truth length of each frame-to-frame step, NaN unknown
+        self._out_prev: tuple | None = None  # gt: previous (map-frame, output) position, length not applied yet
 
     # -- public --------------------------------------------------------------------------------
     def step(
@@ -179,13 +184,49 @@ class Odometry:
         if self.last_pose is not None:
             self.velocity = orthonormalise(invert(self.last_pose) @ step.pose)
         self.last_pose = step.pose
+        if self.scale_mode == "gt":
+            self._gt_step_output(step, gt_pose)
         return step
 
     def trajectory(self) -> np.ndarray:
-        """``[F, 4, 4]`` poses of every frame so far, from the keyframes' latest (refined) poses."""
+        """``[F, 4, 4]`` poses of every frame so far, from the keyframes' latest (refined) poses.
+
+        Under ``scale="gt"`` every frame-to-frame step has its ground-truth length (see
+        :meth:`_gt_step_output`).
+        """
         if not self._records:
             return np.zeros((0, 4, 4))
-        return np.stack([self._kf_poses[ref] @ rel for ref, rel in self._records])
+        poses = np.stack([self._kf_poses[ref] @ rel for ref, rel in self._records])
+        return scale_steps(poses, self._gt_steps[1:]) if self.scale_mode == "gt" else poses
+
+    def _gt_step_output(self, step: OdometryStep, gt_pose: np.ndarray | None) -> None:
+        """``gt`` (the paper's protocol): scale this frame's step from the last one to its ground-truth length.
+
+        The map keeps the window-level scale (:meth:`_gt_rescale`); only the reported poses take
+        the per-frame lengths, so ``step.pose`` (and the points shown with it) are shifted from the
+        map frame by the accumulated difference. A step without ground truth at either end keeps
+        the map's length.
+        """
+        gt_pos = None if gt_pose is None else gt_pose[:3, 3]
+        known = gt_pos is not None and self._gt_prev is not None
+        self._gt_steps.append(float(np.linalg.norm(gt_pos - self._gt_prev)) if known else np.nan)
+        self._gt_prev = gt_pos
+        map_pos = step.pose[:3, 3].copy()
+        if self._out_prev is None:
+            out_pos, carry = map_pos, 0.0
+        else:  # the rule of scale_steps (used by trajectory()) on this one step
+            map_prev, out_prev, carry = self._out_prev
+            carry += self._gt_steps[-1]
+            pair = np.stack([to_h(np.eye(3), map_prev), to_h(np.eye(3), map_pos)])
+            out_pos = out_prev + scale_steps(pair, [carry])[1, :3, 3] - map_prev
+            if np.linalg.norm(map_pos - map_prev) > 1e-12:
+                carry = 0.0
+        self._out_prev = (map_pos, out_pos, carry)
+        shift = out_pos - map_pos
+        step.pose = step.pose.copy()
+        step.pose[:3, 3] = out_pos
+        if step.points3d is not None:
+            step.points3d = step.points3d + shift
 
     # -- initialisation ------------------------------------------------------------------------
     def _predicted(self, gt_pose: np.ndarray | None) -> np.ndarray:

@@ -117,3 +117,17 @@ def test_fill_gaps_keeps_a_row_per_frame():
     np.testing.assert_allclose(filled[2, :3, 3], [2, 0, 0])
     np.testing.assert_allclose(filled[2, :3, :3], Rotation.from_rotvec([0, 0.2, 0]).as_matrix(), atol=1e-12)
     np.testing.assert_allclose(filled[[0, 1, 3, 4]], poses)
+
+
+def test_scale_steps_gives_each_step_its_length():
+    rots = Rotation.from_rotvec(np.outer(np.arange(5), [0.0, 0.05, 0.0])).as_matrix()
+    xyz = np.array([[0, 0, 0], [0, 0, 2], [0, 0, 2], [1, 0, 2], [1, 0, 5]], float)  # step 1->2 does not move
+    poses = np.stack([to_h(r, p) for r, p in zip(rots, xyz)])
+    out = trajectory.scale_steps(poses, np.array([1.0, 0.5, 2.0, np.nan]))
+    np.testing.assert_allclose(out[:, :3, :3], poses[:, :3, :3])
+    np.testing.assert_allclose(out[0, :3, 3], xyz[0])
+    steps = np.diff(out[:, :3, 3], axis=0)
+    # lengths 1, (0.5 carried to the next step that moves) 2.5, and the NaN step kept as estimated
+    np.testing.assert_allclose(steps, [[0, 0, 1], [0, 0, 0], [2.5, 0, 0], [0, 0, 3]], atol=1e-12)
+    with pytest.raises(ValueError, match="step lengths"):
+        trajectory.scale_steps(poses, np.ones(3))
