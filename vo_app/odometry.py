@@ -53,7 +53,7 @@ from .map_geometry import (
     triangulate,
     two_view,
 )
-from .map_pnp import PNP_METHODS, solve_pnp
+from .map_pnp import PNP_METHODS, refine_pnp, solve_pnp
 from .trajectory import scale_steps
 
 log = logging.getLogger(__name__)
@@ -312,7 +312,7 @@ class Odometry:
         self._ref = None
         self.state = "tracking"
         self.counters["initialisations"] += 1
-        self._relocalise(self._buffer, ref)
+        self._relocalise(self._buffer, ref, refine=False)
         self._buffer = []
         kf.map_points = len(self.map.lookup(ids)[0])
         log.info("frame %d: map initialised against frame %d with %d points", index, ref.index, len(self.map))
@@ -343,19 +343,28 @@ class Odometry:
         rays = (np.column_stack([kp, np.ones(len(kp))]) @ np.linalg.inv(self.K).T) * np.where(ok, depth, 0)[:, None]
         return rays @ pose[:3, :3].T + pose[:3, 3], ok
 
-    def _relocalise(self, frames: list[tuple[int, np.ndarray, np.ndarray]], ref: Keyframe) -> None:
+    def _relocalise(self, frames: list[tuple[int, np.ndarray, np.ndarray]], ref: Keyframe, refine: bool) -> None:
         """Poses of non-keyframes ``(record row, ids, keypoints)`` by PnP against the just-refined map.
 
-        Used for the frames before the initialisation (they only had an extrapolated pose) and, at
-        each keyframe, for the frames since the previous keyframe ``ref``: tracked against the map as
-        it was, they would keep its unrefined points (and miss the points this keyframe added), so
-        the trajectory would jump at every keyframe by the bundle adjustment's correction.
+        Used for the frames before the initialisation (they only had an extrapolated pose: RANSAC)
+        and, at each keyframe, for the frames since the previous keyframe ``ref``: tracked against
+        the map as it was, they would keep its unrefined points (and miss the points this keyframe
+        added), so the trajectory would jump at every keyframe by the bundle adjustment's
+        correction. Their tracked poses are close, so ``refine`` starts from them (no RANSAC;
+        half the time) and falls back to RANSAC when too few correspondences fit.
         """
+        c = self.conf
         T_ref_world = invert(self._kf_poses[ref.index])
         for row, ids, kp in frames:
             qr, mr = self.map.lookup(ids)
-            res = solve_pnp(self.K, kp[qr], self.map.xyz[mr], self.conf["pnp"], self.conf["pnp_threshold"],
-                            self.conf["min_inliers"])  # fmt: skip
+            uv, X = kp[qr], self.map.xyz[mr]
+            res = None
+            if refine:
+                kf_index, rel = self._records[row]
+                res = refine_pnp(self.K, uv, X, self._kf_poses[kf_index] @ rel, c["pnp"], c["pnp_threshold"],
+                                 c["min_inliers"])  # fmt: skip
+            if res is None:
+                res = solve_pnp(self.K, uv, X, c["pnp"], c["pnp_threshold"], c["min_inliers"])
             if res is not None:
                 self._records[row] = (ref.index, T_ref_world @ res.pose)
             else:
@@ -399,7 +408,7 @@ class Odometry:
         new_ids = self._new_points(kf, depth)
         step.t_ba_ms = self._adjust(num_fixed=self.conf["ba_fixed"])
         t0 = time.perf_counter()
-        self._relocalise(self._since_kf, prev)
+        self._relocalise(self._since_kf, prev, refine=True)
         step.t_reloc_ms = 1e3 * (time.perf_counter() - t0)
         self._since_kf = []
         self.map.cull(ids, [k.ids for k in self.window])

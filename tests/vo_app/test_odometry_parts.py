@@ -12,7 +12,7 @@ from vo_app.bundle import Observations, bundle_adjust
 from vo_app.keyframes import KeyframePolicy
 from vo_app.map import LocalMap
 from vo_app.map_geometry import project, rotation_compensated_parallax, to_h, triangulate
-from vo_app.map_pnp import solve_pnp
+from vo_app.map_pnp import refine_pnp, solve_pnp
 
 K = np.array([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]])
 
@@ -65,6 +65,21 @@ def test_pnp_with_outliers(method):
     assert np.abs(res.pose - T).max() < 1e-6
     assert not res.inliers[:40].any() and res.inliers[40:].all()
     assert solve_pnp(K, uv[:5], X[:5], method) is None  # too few for min_inliers
+
+
+@pytest.mark.parametrize("method", ["poselib", "opencv"])
+def test_refine_pnp_from_a_close_pose(method):
+    X = points()
+    T = to_h(Rotation.from_rotvec([0.02, -0.1, 0.01]).as_matrix(), [0.3, -0.1, 1.0])
+    uv, _ = project(K, T, X)
+    uv[:40] += 30.0  # gross outliers: outside the threshold around the initial pose, never used
+    near = to_h(Rotation.from_rotvec([0.021, -0.1, 0.01]).as_matrix(), [0.302, -0.1, 1.0])
+    res = refine_pnp(K, uv, X, near, method, threshold_px=2.5)
+    assert res is not None
+    assert np.abs(res.pose - T).max() < 1e-6
+    assert not res.inliers[:40].any() and res.inliers[40:].all()
+    far = to_h(Rotation.from_rotvec([0.2, -0.1, 0.01]).as_matrix(), [0.3, -0.1, 1.0])  # 10 deg off
+    assert refine_pnp(K, uv, X, far, method, threshold_px=2.5) is None  # nothing fits: the caller runs RANSAC
 
 
 def test_bundle_adjustment_refines_poses_and_points():
