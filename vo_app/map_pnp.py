@@ -3,7 +3,8 @@
 Both estimators run a minimal-solver RANSAC (PoseLib: P3P in LO-RANSAC with a final
 Levenberg-Marquardt refinement on the inliers; OpenCV: ``solvePnPRansac`` with SQPnP, then
 ``solvePnPRefineLM`` on the inliers) and return ``T_world_cam`` and the inlier mask, or ``None``
-with fewer than ``min_inliers``. Both are deterministic (fixed RANSAC seeds).
+with fewer than ``min_inliers``. Both are deterministic (fixed RANSAC seeds). :func:`refine_pnp`
+refines a pose that is already close (a frame re-localised after a bundle adjustment) without RANSAC.
 """
 
 from __future__ import annotations
@@ -59,6 +60,43 @@ def solve_pnp(
     if not np.isfinite(T).all():
         return None
     inliers = reprojection_error(K, T, X, uv) < threshold_px  # one inlier definition for both estimators
+    if inliers.sum() < min_inliers:
+        return None
+    return PnPResult(T, inliers)
+
+
+def refine_pnp(
+    K: np.ndarray,
+    uv: np.ndarray,
+    X: np.ndarray,
+    T_init: np.ndarray,
+    method: str = "poselib",
+    threshold_px: float = 2.5,
+    min_inliers: int = 15,
+) -> PnPResult | None:
+    """Refine a known pose ``T_init`` (T_world_cam) on the correspondences that it reprojects within
+    ``threshold_px``: no RANSAC (the pose is already close), Levenberg-Marquardt on those inliers."""
+    if method not in PNP_METHODS:
+        raise ValueError(f"pnp method must be one of {PNP_METHODS}, got {method!r}")
+    inl = reprojection_error(K, T_init, X, uv) < threshold_px
+    if inl.sum() < max(4, min_inliers):
+        return None
+    uv_i, X_i = np.ascontiguousarray(uv[inl], np.float64), np.ascontiguousarray(X[inl], np.float64)
+    T_cw = invert(T_init)
+    if method == "poselib":
+        camera = {"model": "PINHOLE", "width": 0, "height": 0, "params": [K[0, 0], K[1, 1], K[0, 2], K[1, 2]]}
+        pose = poselib.CameraPose()
+        pose.R, pose.t = T_cw[:3, :3], T_cw[:3, 3]
+        pose, _ = poselib.refine_absolute_pose(uv_i, X_i, pose, camera, {})
+        T_cam_world = to_h(pose.R, pose.t)
+    else:
+        rvec, tvec = cv2.Rodrigues(T_cw[:3, :3])[0], T_cw[:3, 3].reshape(3, 1).copy()
+        rvec, tvec = cv2.solvePnPRefineLM(X_i, uv_i, K, None, rvec, tvec)
+        T_cam_world = to_h(cv2.Rodrigues(rvec)[0], tvec)
+    T = invert(T_cam_world)
+    if not np.isfinite(T).all():
+        return None
+    inliers = reprojection_error(K, T, X, uv) < threshold_px
     if inliers.sum() < min_inliers:
         return None
     return PnPResult(T, inliers)

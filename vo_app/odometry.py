@@ -13,15 +13,18 @@ State machine (``Odometry.state``; details in ``vo_app/README.md``):
   :class:`~vo_app.keyframes.KeyframePolicy` decides keyframes; at a keyframe new points are
   triangulated (or read from stereo depth), the last ``window`` keyframes and their points are
   refined by :func:`~vo_app.bundle.bundle_adjust`, outliers and points that nothing sees any
-  more are culled.
+  more are culled, and the frames since the previous keyframe are re-localised (PnP) against the
+  refined map, which now also holds the points this keyframe added (otherwise the trajectory
+  would jump at every keyframe by the bundle adjustment's correction).
 - ``lost``: too few map points tracked, or PnP failed. Logged and counted; the pose is
   extrapolated with the last motion and the odometry re-initialises from this frame.
 
 Scale: ``mono`` fixes the unit at the first initialisation (baseline 1) and the map carries it;
-``stereo`` is metric from KITTI ``image_1``; ``gt`` (the paper's protocol) rescales the window at
-each keyframe so that its keyframe-to-keyframe path has the ground-truth length. A
-re-initialisation (or a ``gt`` keyframe without ground truth) takes the scale from the last known
-motion. Every fallback is counted in :attr:`Odometry.counters` and logged.
+``stereo`` is metric from KITTI ``image_1``; ``gt`` (the paper's protocol) gives every reported
+frame-to-frame step its ground-truth length (:func:`~vo_app.trajectory.scale_steps`), while the
+map is rescaled at each keyframe so that its window's keyframe-to-keyframe path has the
+ground-truth length. A re-initialisation (or a ``gt`` keyframe without ground truth) takes the
+scale from the last known motion. Every fallback is counted in :attr:`Odometry.counters` and logged.
 
 Poses are ``T_world_cam`` (:mod:`models.conventions`). Each frame is stored relative to its
 reference keyframe, so :meth:`Odometry.trajectory` returns every frame's pose after the
@@ -50,7 +53,8 @@ from .map_geometry import (
     triangulate,
     two_view,
 )
-from .map_pnp import PNP_METHODS, solve_pnp
+from .map_pnp import PNP_METHODS, refine_pnp, solve_pnp
+from .trajectory import scale_steps
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +76,7 @@ class OdometryStep:
     map_points: int = 0
     t_pnp_ms: float = 0.0
     t_ba_ms: float = 0.0
+    t_reloc_ms: float = 0.0  # re-localising the frames since the previous keyframe (at a keyframe)
 
 
 class Odometry:
@@ -139,7 +144,10 @@ class Odometry:
         self._records: list[tuple[int, np.ndarray]] = []  # per frame: (reference keyframe, T_kf_frame)
         self._ref: Keyframe | None = None  # initialisation reference
         self._buffer: list[tuple[int, np.ndarray, np.ndarray]] = []  # (record row, ids, keypoints) during init
-        self._last_gt: tuple[int, np.ndarray] | None = None
+        self._since_kf: list[tuple[int, np.ndarray, np.ndarray]] = []  # the same, frames since the last keyframe
+        self._gt_prev: np.ndarray | None = None  # ground-truth position of the previous frame (gt)
+        self._gt_steps: list[float] = []  # gt: ground-truth length of each frame-to-frame step, NaN unknown
+        self._out_prev: tuple | None = None  # gt: previous (map-frame, output) position, length not applied yet
 
     # -- public --------------------------------------------------------------------------------
     def step(
@@ -176,13 +184,49 @@ class Odometry:
         if self.last_pose is not None:
             self.velocity = orthonormalise(invert(self.last_pose) @ step.pose)
         self.last_pose = step.pose
+        if self.scale_mode == "gt":
+            self._gt_step_output(step, gt_pose)
         return step
 
     def trajectory(self) -> np.ndarray:
-        """``[F, 4, 4]`` poses of every frame so far, from the keyframes' latest (refined) poses."""
+        """``[F, 4, 4]`` poses of every frame so far, from the keyframes' latest (refined) poses.
+
+        Under ``scale="gt"`` every frame-to-frame step has its ground-truth length (see
+        :meth:`_gt_step_output`).
+        """
         if not self._records:
             return np.zeros((0, 4, 4))
-        return np.stack([self._kf_poses[ref] @ rel for ref, rel in self._records])
+        poses = np.stack([self._kf_poses[ref] @ rel for ref, rel in self._records])
+        return scale_steps(poses, self._gt_steps[1:]) if self.scale_mode == "gt" else poses
+
+    def _gt_step_output(self, step: OdometryStep, gt_pose: np.ndarray | None) -> None:
+        """``gt`` (the paper's protocol): scale this frame's step from the last one to its ground-truth length.
+
+        The map keeps the window-level scale (:meth:`_gt_rescale`); only the reported poses take
+        the per-frame lengths, so ``step.pose`` (and the points shown with it) are shifted from the
+        map frame by the accumulated difference. A step without ground truth at either end keeps
+        the map's length.
+        """
+        gt_pos = None if gt_pose is None else gt_pose[:3, 3]
+        known = gt_pos is not None and self._gt_prev is not None
+        self._gt_steps.append(float(np.linalg.norm(gt_pos - self._gt_prev)) if known else np.nan)
+        self._gt_prev = gt_pos
+        map_pos = step.pose[:3, 3].copy()
+        if self._out_prev is None:
+            out_pos, carry = map_pos, 0.0
+        else:  # the rule of scale_steps (used by trajectory()) on this one step
+            map_prev, out_prev, carry = self._out_prev
+            carry += self._gt_steps[-1]
+            pair = np.stack([to_h(np.eye(3), map_prev), to_h(np.eye(3), map_pos)])
+            out_pos = out_prev + scale_steps(pair, [carry])[1, :3, 3] - map_prev
+            if np.linalg.norm(map_pos - map_prev) > 1e-12:
+                carry = 0.0
+        self._out_prev = (map_pos, out_pos, carry)
+        shift = out_pos - map_pos
+        step.pose = step.pose.copy()
+        step.pose[:3, 3] = out_pos
+        if step.points3d is not None:
+            step.points3d = step.points3d + shift
 
     # -- initialisation ------------------------------------------------------------------------
     def _predicted(self, gt_pose: np.ndarray | None) -> np.ndarray:
@@ -268,7 +312,8 @@ class Odometry:
         self._ref = None
         self.state = "tracking"
         self.counters["initialisations"] += 1
-        self._localise_buffer(ref)
+        self._relocalise(self._buffer, ref, refine=False)
+        self._buffer = []
         kf.map_points = len(self.map.lookup(ids)[0])
         log.info("frame %d: map initialised against frame %d with %d points", index, ref.index, len(self.map))
         return OdometryStep(self._kf_poses[index], "init", True, len(common), int(inl.sum()), parallax,
@@ -298,17 +343,32 @@ class Odometry:
         rays = (np.column_stack([kp, np.ones(len(kp))]) @ np.linalg.inv(self.K).T) * np.where(ok, depth, 0)[:, None]
         return rays @ pose[:3, :3].T + pose[:3, 3], ok
 
-    def _localise_buffer(self, ref: Keyframe) -> None:
-        """Poses of the frames between the reference and the initialisation, by PnP against the new map."""
-        for row, ids, kp in self._buffer:
+    def _relocalise(self, frames: list[tuple[int, np.ndarray, np.ndarray]], ref: Keyframe, refine: bool) -> None:
+        """Poses of non-keyframes ``(record row, ids, keypoints)`` by PnP against the just-refined map.
+
+        Used for the frames before the initialisation (they only had an extrapolated pose: RANSAC)
+        and, at each keyframe, for the frames since the previous keyframe ``ref``: tracked against
+        the map as it was, they would keep its unrefined points (and miss the points this keyframe
+        added), so the trajectory would jump at every keyframe by the bundle adjustment's
+        correction. Their tracked poses are close, so ``refine`` starts from them (no RANSAC;
+        half the time) and falls back to RANSAC when too few correspondences fit.
+        """
+        c = self.conf
+        T_ref_world = invert(self._kf_poses[ref.index])
+        for row, ids, kp in frames:
             qr, mr = self.map.lookup(ids)
-            res = solve_pnp(self.K, kp[qr], self.map.xyz[mr], self.conf["pnp"], self.conf["pnp_threshold"],
-                            self.conf["min_inliers"])  # fmt: skip
+            uv, X = kp[qr], self.map.xyz[mr]
+            res = None
+            if refine:
+                kf_index, rel = self._records[row]
+                res = refine_pnp(self.K, uv, X, self._kf_poses[kf_index] @ rel, c["pnp"], c["pnp_threshold"],
+                                 c["min_inliers"])  # fmt: skip
+            if res is None:
+                res = solve_pnp(self.K, uv, X, c["pnp"], c["pnp_threshold"], c["min_inliers"])
             if res is not None:
-                self._records[row] = (ref.index, invert(self._kf_poses[ref.index]) @ res.pose)
+                self._records[row] = (ref.index, T_ref_world @ res.pose)
             else:
-                self.counters["init_frames_not_localised"] += 1
-        self._buffer = []
+                self.counters["frames_not_relocalised"] += 1
 
     # -- tracking ------------------------------------------------------------------------------
     def _track(self, index, ids, kp, gt_pose, depth) -> OdometryStep:
@@ -334,10 +394,12 @@ class Odometry:
                             len(self.map), t_pnp)  # fmt: skip
         if reason is None:
             self._records.append((kf.index, invert(kf.pose) @ pose))
+            self._since_kf.append((len(self._records) - 1, ids, kp))
             return step
         return self._keyframe(index, ids, kp, gt_pose, depth, step)
 
     def _keyframe(self, index, ids, kp, gt_pose, depth, step: OdometryStep) -> OdometryStep:
+        prev = self.window.last
         kf = Keyframe(index, step.pose, ids, kp, step.kf_reason, gt_pose)
         self._add_to_window(kf)
         self._records.append((index, np.eye(4)))
@@ -345,6 +407,10 @@ class Odometry:
             self._gt_rescale(index)
         new_ids = self._new_points(kf, depth)
         step.t_ba_ms = self._adjust(num_fixed=self.conf["ba_fixed"])
+        t0 = time.perf_counter()
+        self._relocalise(self._since_kf, prev, refine=True)
+        step.t_reloc_ms = 1e3 * (time.perf_counter() - t0)
+        self._since_kf = []
         self.map.cull(ids, [k.ids for k in self.window])
         kf.map_points = len(self.map.lookup(ids)[0])
         step.pose = self._kf_poses[index]
@@ -456,6 +522,7 @@ class Odometry:
                     index, why, n, self.failures)  # fmt: skip
         self.map = LocalMap()
         self.window.clear()
+        self._since_kf = []  # their keyframe's map is gone: they keep their tracked poses
         self.state = "init"
         step = self._set_reference(index, ids, kp, gt_pose, depth, "lost")
         return OdometryStep(step.pose, "lost", True, n, step.inliers, 0.0, step.points3d, "lost", len(self.map))

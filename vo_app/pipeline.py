@@ -134,6 +134,7 @@ class VOPipeline:
                 "map_points": step.map_points,
                 "t_pnp_ms": round(step.t_pnp_ms, 3),
                 "t_ba_ms": round(step.t_ba_ms, 3),
+                "t_reloc_ms": round(step.t_reloc_ms, 3),
                 "fps": round(fps, 2),
             }
             s = self.summary

@@ -123,6 +123,36 @@ def fill_gaps(indices: np.ndarray, poses: np.ndarray) -> tuple[np.ndarray, np.nd
     return full, out, ~known
 
 
+def scale_steps(poses: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``poses [F, 4, 4]`` with each frame-to-frame camera displacement rescaled to ``lengths [F-1]``.
+
+    The rotations and the first position are kept; position ``i`` becomes position ``i-1`` plus the
+    estimated displacement ``i-1 -> i`` scaled to ``lengths[i-1]`` (the ground-truth step length of
+    the paper's ``--scale gt`` protocol). A step without displacement (no direction, e.g. a pose
+    extrapolated before any motion was known) passes its length on to the next step that moves; a
+    NaN length keeps the estimated step.
+    """
+    poses = as_poses(poses)
+    lengths = np.asarray(lengths, np.float64).reshape(-1)
+    if len(lengths) != max(len(poses) - 1, 0):
+        raise ValueError(f"need {max(len(poses) - 1, 0)} step lengths for {len(poses)} poses, got {len(lengths)}")
+    out = poses.copy()
+    if len(poses) < 2:
+        return out
+    d = np.diff(poses[:, :3, 3], axis=0)
+    norm = np.linalg.norm(d, axis=1)
+    moves = np.flatnonzero(norm > 1e-12)
+    target = np.searchsorted(moves, np.arange(len(d)))  # the step (index into moves) that takes each length
+    carried = np.zeros(len(moves))
+    keep = target < len(moves)  # lengths after the last move go nowhere
+    np.add.at(carried, target[keep], lengths[keep])
+    ratio = np.ones(len(d))
+    ok = np.isfinite(carried)
+    ratio[moves[ok]] = carried[ok] / norm[moves[ok]]
+    out[1:, :3, 3] = poses[0, :3, 3] + np.cumsum(d * ratio[:, None], axis=0)
+    return out
+
+
 def _pair(gt: np.ndarray, est: np.ndarray, min_poses: int = 2) -> tuple[np.ndarray, np.ndarray]:
     # Copies: evo aligns trajectories in place and our inputs must stay untouched.
     gt, est = as_poses(gt, "ground-truth poses").copy(), as_poses(est, "estimated poses").copy()

@@ -70,7 +70,9 @@ def test_half_pixel_noise_mono_within_bound():
     est = odo.trajectory()
     assert odo.failures == 0
     ate = ape(poses, est, "sim3")["rmse"] / path_length(poses) * 100
-    assert ate < 0.5, ate  # % of the path after Sim(3) alignment; measured 0.02 %
+    # % of the path after Sim(3) alignment; measured 0.011 %, and 0.023 % when the frames between
+    # keyframes kept the poses tracked on the map before each keyframe's bundle adjustment
+    assert ate < 0.016, ate
 
 
 def test_pnp_estimators_agree():
@@ -143,3 +145,18 @@ def test_unknown_option_and_bad_scale():
         Odometry(K, "metric")
     with pytest.raises(ValueError, match="pnp"):
         Odometry(K, "mono", pnp="magic")
+
+
+def test_gt_scale_gives_every_step_its_ground_truth_length():
+    """``--scale gt`` is the paper's protocol: each frame-to-frame step has the ground-truth length,
+    in the final trajectory and in the poses reported online; the rotations stay estimated."""
+    odo, poses, steps = run("gt", noise=0.5)
+    gt_len = np.linalg.norm(np.diff(poses[:, :3, 3], axis=0), axis=1)
+    final = odo.trajectory()
+    online = np.stack([s.pose for s in steps])
+    online_len = np.linalg.norm(np.diff(online[:, :3, 3], axis=0), axis=1)
+    first = int(np.flatnonzero(online_len > 0)[0])  # before the init no motion is known: the poses stand still
+    np.testing.assert_allclose(np.linalg.norm(np.diff(final[:, :3, 3], axis=0), axis=1), gt_len, rtol=1e-9)
+    np.testing.assert_allclose(online_len[first + 1:], gt_len[first + 1:], rtol=1e-9)
+    assert online_len[first] == pytest.approx(gt_len[: first + 1].sum(), rel=1e-9)  # the lengths it stood still
+    assert ape(poses, final, "none")["rmse"] < 0.01 * path_length(poses)

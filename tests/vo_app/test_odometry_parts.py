@@ -12,7 +12,7 @@ from vo_app.bundle import Observations, bundle_adjust
 from vo_app.keyframes import KeyframePolicy
 from vo_app.map import LocalMap
 from vo_app.map_geometry import project, rotation_compensated_parallax, to_h, triangulate
-from vo_app.map_pnp import solve_pnp
+from vo_app.map_pnp import refine_pnp, solve_pnp
 
 K = np.array([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]])
 
@@ -67,6 +67,21 @@ def test_pnp_with_outliers(method):
     assert solve_pnp(K, uv[:5], X[:5], method) is None  # too few for min_inliers
 
 
+@pytest.mark.parametrize("method", ["poselib", "opencv"])
+def test_refine_pnp_from_a_close_pose(method):
+    X = points()
+    T = to_h(Rotation.from_rotvec([0.02, -0.1, 0.01]).as_matrix(), [0.3, -0.1, 1.0])
+    uv, _ = project(K, T, X)
+    uv[:40] += 30.0  # gross outliers: outside the threshold around the initial pose, never used
+    near = to_h(Rotation.from_rotvec([0.021, -0.1, 0.01]).as_matrix(), [0.302, -0.1, 1.0])
+    res = refine_pnp(K, uv, X, near, method, threshold_px=2.5)
+    assert res is not None
+    assert np.abs(res.pose - T).max() < 1e-6
+    assert not res.inliers[:40].any() and res.inliers[40:].all()
+    far = to_h(Rotation.from_rotvec([0.2, -0.1, 0.01]).as_matrix(), [0.3, -0.1, 1.0])  # 10 deg off
+    assert refine_pnp(K, uv, X, far, method, threshold_px=2.5) is None  # nothing fits: the caller runs RANSAC
+
+
 def test_bundle_adjustment_refines_poses_and_points():
     rng = np.random.default_rng(0)
     X = points(300)
@@ -117,3 +132,17 @@ def test_fill_gaps_keeps_a_row_per_frame():
     np.testing.assert_allclose(filled[2, :3, 3], [2, 0, 0])
     np.testing.assert_allclose(filled[2, :3, :3], Rotation.from_rotvec([0, 0.2, 0]).as_matrix(), atol=1e-12)
     np.testing.assert_allclose(filled[[0, 1, 3, 4]], poses)
+
+
+def test_scale_steps_gives_each_step_its_length():
+    rots = Rotation.from_rotvec(np.outer(np.arange(5), [0.0, 0.05, 0.0])).as_matrix()
+    xyz = np.array([[0, 0, 0], [0, 0, 2], [0, 0, 2], [1, 0, 2], [1, 0, 5]], float)  # step 1->2 does not move
+    poses = np.stack([to_h(r, p) for r, p in zip(rots, xyz)])
+    out = trajectory.scale_steps(poses, np.array([1.0, 0.5, 2.0, np.nan]))
+    np.testing.assert_allclose(out[:, :3, :3], poses[:, :3, :3])
+    np.testing.assert_allclose(out[0, :3, 3], xyz[0])
+    steps = np.diff(out[:, :3, 3], axis=0)
+    # lengths 1, (0.5 carried to the next step that moves) 2.5, and the NaN step kept as estimated
+    np.testing.assert_allclose(steps, [[0, 0, 1], [0, 0, 0], [2.5, 0, 0], [0, 0, 3]], atol=1e-12)
+    with pytest.raises(ValueError, match="step lengths"):
+        trajectory.scale_steps(poses, np.ones(3))
