@@ -66,14 +66,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt_every", type=int, default=100)
     p.add_argument("--log_every", type=int, default=20)
     p.add_argument("--resume", action="store_true")
-    p.add_argument(
-        "--teacher_weight",
-        type=float,
-        default=0.0,
-        help="weight of the teacher term: the head's keypoint against the v1 network's sub-pixel peak "
-        "in the same window (0: reprojection loss only)",
-    )
-    p.add_argument("--teacher", default=None, help="v1 state dict of the teacher term (default: the shipped v1)")
     return p
 
 
@@ -164,33 +156,9 @@ def direction_errors(
     return p_b - q[keep], qb - qa[keep_q]
 
 
-def teacher_peaks(teacher_logits: torch.Tensor, blocks: torch.Tensor, ring: int) -> torch.Tensor:
-    """Sub-pixel peaks ``[N, 2]`` of full-resolution teacher logits ``[1, H, W]`` in the head's windows.
-
-    The window of block ``(bx, by)`` is the head's: pixels ``2 bx - ring .. 2 bx + 1 + ring`` (and
-    the same in y); its best pixel is refined by the quadratic fit (:func:`refine_subpixel`).
-    """
-    h, w = teacher_logits.shape[-2:]
-    o = torch.arange(-ring, 2 + ring)
-    xi = (blocks[:, 0].long() * 2)[:, None] + o  # [N, n]
-    yi = (blocks[:, 1].long() * 2)[:, None] + o
-    xi, yi = xi.clamp(0, w - 1), yi.clamp(0, h - 1)
-    flat = (yi[:, :, None] * w + xi[:, None, :]).flatten(1)  # [N, n * n]
-    best = teacher_logits.reshape(-1)[flat].argmax(dim=1)
-    n = len(o)
-    peak = torch.stack([xi.gather(1, (best % n)[:, None])[:, 0], yi.gather(1, (best // n)[:, None])[:, 0]], dim=1)
-    return refine_subpixel(teacher_logits, peak.float())
-
-
-def batch_loss(
-    net: LiteNet2, batch: dict, k: int, teacher=None, teacher_weight: float = 0.0
-) -> dict[str, torch.Tensor]:
-    """Reprojection loss of the head on a batch of pairs, plus (``teacher``, a v1 network, and
-    ``teacher_weight > 0``) the distance of each refined keypoint to the teacher's sub-pixel peak in
-    the same window."""
+def batch_loss(net: LiteNet2, batch: dict, k: int) -> dict[str, torch.Tensor]:
     images, hs, valid = batch["images"], batch["H"], batch["valid"]  # [B, 2, 1, H, W], [B, 2, 3, 3]
-    errs, quad, dist = [], [], []
-    ring = int(net.refine_ring)
+    errs, quad = [], []
     for i in range(images.shape[0]):  # a loop over pairs, not keypoints
         with torch.no_grad():
             logits = net(images[i])["logits"].float()  # [2, 1, H/2, W/2]
@@ -199,25 +167,14 @@ def batch_loss(
             e, eq = direction_errors(net, logits, images[i], hs[i].double(), valid[i].bool(), sel, a, b)
             errs.append(e.float())
             quad.append(eq.float())
-        if teacher is not None and teacher_weight > 0:
-            with torch.no_grad():
-                t_logits = teacher(images[i])["logits"].float()  # [2, 1, H, W]
-            for v in range(2):
-                with torch.no_grad():
-                    target = teacher_peaks(t_logits[v], sel[v], ring)
-                dist.append(net.refine_keypoints(images[i][v : v + 1], sel[v]) - target)
     e, eq = torch.cat(errs), torch.cat(quad)
     loss = F.huber_loss(e, torch.zeros_like(e), delta=1.0) if len(e) else e.sum()
-    terms = {
+    return {
+        "total": loss,
         "err_head_px": e.detach().norm(dim=1).median() if len(e) else torch.tensor(float("nan")),
         "err_quadratic_px": eq.norm(dim=1).median() if len(eq) else torch.tensor(float("nan")),
         "points": torch.tensor(float(len(e))),
     }
-    if dist:
-        d = torch.cat(dist)
-        loss = loss + teacher_weight * F.huber_loss(d, torch.zeros_like(d), delta=1.0)
-        terms["teacher_dist_px"] = d.detach().norm(dim=1).median()
-    return {"total": loss, **terms}
 
 
 def train(args: argparse.Namespace) -> Path:
@@ -225,11 +182,6 @@ def train(args: argparse.Namespace) -> Path:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     net = build(args.weights, args.refine_dim, args.refine_ring)
-    teacher = None
-    if args.teacher_weight > 0:
-        from training import distill_policy
-
-        teacher = distill_policy.build_teacher(args.teacher or distill_policy.parser().get_default("teacher"))
     optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=args.lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.steps)
     last = out / "last.pt"
@@ -242,7 +194,7 @@ def train(args: argparse.Namespace) -> Path:
     for batch in loader:
         if step >= args.steps:
             break
-        terms = batch_loss(net, batch, args.num_kp, teacher, args.teacher_weight)
+        terms = batch_loss(net, batch, args.num_kp)
         check_finite(terms["total"], step + 1, out)
         optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()
@@ -266,10 +218,8 @@ def train(args: argparse.Namespace) -> Path:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parser().parse_args(argv)
-    if (args.steps < 1 or args.batch_size < 1 or args.num_kp < 1 or args.refine_dim < 1 or args.refine_ring < 0
-            or args.teacher_weight < 0):
-        print("error: --steps, --batch_size, --num_kp, --refine_dim must be >= 1, --refine_ring and "
-              "--teacher_weight >= 0", file=sys.stderr)
+    if args.steps < 1 or args.batch_size < 1 or args.num_kp < 1 or args.refine_dim < 1 or args.refine_ring < 0:
+        print("error: --steps, --batch_size, --num_kp, --refine_dim must be >= 1, --refine_ring >= 0", file=sys.stderr)
         return 2
     try:
         path = train(args)

@@ -53,32 +53,3 @@ def test_refine_cli_rejects_bad_numbers_and_missing_weights(tmp_path, capsys):
     assert "must be >= 1" in capsys.readouterr().err
     assert refine.main(["--weights", str(tmp_path / "none.pt"), "--out", str(tmp_path / "o"), "--steps", "1"]) == 1
     assert "lite2 weights not found" in capsys.readouterr().err
-
-
-def test_teacher_peaks_find_the_sub_pixel_peak_in_the_heads_window():
-    y, x = torch.meshgrid(torch.arange(40.0), torch.arange(60.0), indexing="ij")
-    peak = torch.tensor([[21.3, 14.6], [7.8, 30.2]])  # (x, y)
-    logits = torch.stack([-((x - px) ** 2 + (y - py) ** 2) / 2.0 for px, py in peak]).amax(0)[None]
-    blocks = torch.tensor([[10, 7], [4, 15]])  # windows 2 bx - 2 .. 2 bx + 3 contain the peaks
-    got = refine.teacher_peaks(logits, blocks, ring=2)
-    assert torch.allclose(got, peak, atol=1e-3)
-
-
-def test_the_teacher_term_pulls_the_head_to_the_teachers_peaks(tmp_path):
-    torch.manual_seed(0)
-    weights = tmp_path / "lite2.pt"
-    torch.save(LiteNet2().state_dict(), weights)
-    net = refine.build(str(weights), refine_dim=8)
-    from training.distill_policy import build_teacher, parser
-
-    teacher = build_teacher(parser().get_default("teacher"))
-    batch = blob_pair((0.7, -0.4))
-    first = refine.batch_loss(net, batch, 40, teacher, teacher_weight=1.0)
-    assert "teacher_dist_px" in first and "teacher_dist_px" not in refine.batch_loss(net, batch, 40)
-    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-2)
-    for _ in range(40):
-        terms = refine.batch_loss(net, batch, 40, teacher, teacher_weight=5.0)
-        opt.zero_grad()
-        terms["total"].backward()
-        opt.step()
-    assert refine.batch_loss(net, batch, 40, teacher, 1.0)["teacher_dist_px"] < 0.8 * first["teacher_dist_px"]
