@@ -12,13 +12,17 @@ images, or ``demo`` (the rendered sequence); no calibration is needed. Per metho
    Frame 0 only starts tracks (nothing to match), so the statistics cover frames 1..N-1:
    ``fps_extract`` = frames / extraction seconds, ``fps_frontend`` = frames / (extraction +
    tracking) seconds, ``latency_ms_p50`` / ``latency_ms_p95`` of extraction + tracking per frame,
-   ``keypoints_mean``, and ``aktl`` of the tracker over all N frames;
+   ``keypoints_mean``, and ``aktl`` of the tracker over all N frames. The pass runs ``--rounds``
+   times (default 3) per method, the methods interleaved round by round, and the statistics pool
+   the frames of all rounds (a 20-frame TUM sample alone moved ORB between 50 and 68 FPS from one
+   run to the next on a quiet 2-core machine);
 3. with ``--batch`` (default ``1,8,32`` on CUDA, none on the CPU): extraction-only throughput at each
    batch size, ``naive`` (synchronous loop) against ``pipelined`` (producer thread; on CUDA pinned
    buffers, a copy stream and a compute stream), interleaved per batch size on the same device.
 
-The JSON adds two blocks beside the schema: ``profile`` (per method, mean ms of extract / match /
-verify / update / total per frame) and ``batches`` (per method, frames/s per batch size and mode).
+The JSON adds three blocks beside the schema: ``profile`` (per method, mean ms of extract / match /
+verify / update / total per frame), ``fps_frontend_rounds`` (per method, each round's FPS) and
+``batches`` (per method, frames/s per batch size and mode).
 ``--backend`` applies to TraqPoint networks (ONNX Runtime, TorchScript, ...; :mod:`frontend.backends`)
 and ``--precision`` to networks that have one (:mod:`models.precision`); the other methods run as
 they are, and ``config.methods.<name>.backend`` / ``.precision`` say what each one ran. Every table
@@ -111,8 +115,12 @@ def backend_ran(extractor) -> str:
 
 
 # -- measurements ---------------------------------------------------------------------------------
-def latency_pass(extractor, frames: list[np.ndarray], num_kp: int) -> tuple[dict, dict]:
-    """Live-mode timing of extraction + tracking per frame -> (schema metrics, profile)."""
+def latency_pass(extractor, frames: list[np.ndarray], num_kp: int) -> dict:
+    """Live-mode timing of extraction + tracking per frame -> raw per-frame times of frames 1..N-1.
+
+    Keys: ``extract`` and ``total`` [N-1] seconds, ``match`` / ``verify`` / ``update`` [N-1] ms,
+    ``keypoints`` [N], ``aktl`` (frame 0 matches nothing, so it is not timed).
+    """
     engine = ExtractionEngine(extractor, batch_size=1, num_keypoints=num_kp, num_threads=None)
     tracker = Tracker(extractor)
     extract, total, keypoints = [], [], []
@@ -128,23 +136,38 @@ def latency_pass(extractor, frames: list[np.ndarray], num_kp: int) -> tuple[dict
         extract.append(t1 - t0)
         total.append(t2 - t0)
         keypoints.append(frame.num_keypoints)
-    ext, tot, st = np.array(extract[1:]), np.array(total[1:]), tracker.stats[1:]  # frame 0 matches nothing
+    st = tracker.stats[1:]
+    return {
+        "extract": np.array(extract[1:]),
+        "total": np.array(total[1:]),
+        "match": np.array([s.t_match_ms for s in st]),
+        "verify": np.array([s.t_verify_ms for s in st]),
+        "update": np.array([s.t_update_ms for s in st]),
+        "keypoints": np.array(keypoints, dtype=float),
+        "aktl": tracker.aktl,
+    }
+
+
+def summarise(passes: list[dict]) -> tuple[dict, dict, list[float]]:
+    """Schema metrics and profile over the frames of every pass pooled, and each pass's FPS."""
+    pooled = {k: np.concatenate([p[k] for p in passes]) for k in ("extract", "total", "match", "verify", "update")}
+    ext, tot = pooled["extract"], pooled["total"]
     metrics = {
         "fps_extract": len(ext) / ext.sum(),
         "fps_frontend": len(tot) / tot.sum(),
         "latency_ms_p50": 1e3 * float(np.percentile(tot, 50)),
         "latency_ms_p95": 1e3 * float(np.percentile(tot, 95)),
-        "keypoints_mean": float(np.mean(keypoints)),
-        "aktl": tracker.aktl,
+        "keypoints_mean": float(np.mean(passes[-1]["keypoints"])),
+        "aktl": passes[-1]["aktl"],  # the tracker is deterministic: every pass has the same tracks
     }
     profile = {
         "extract_ms": 1e3 * float(ext.mean()),
-        "match_ms": float(np.mean([s.t_match_ms for s in st])),
-        "verify_ms": float(np.mean([s.t_verify_ms for s in st])),
-        "update_ms": float(np.mean([s.t_update_ms for s in st])),
+        "match_ms": float(pooled["match"].mean()),
+        "verify_ms": float(pooled["verify"].mean()),
+        "update_ms": float(pooled["update"].mean()),
         "total_ms": 1e3 * float(tot.mean()),
     }
-    return metrics, profile
+    return metrics, profile, [len(p["total"]) / p["total"].sum() for p in passes]
 
 
 def warm_up(extractor, frames: list[np.ndarray], num_kp: int) -> None:
@@ -173,13 +196,33 @@ def batch_sweep(extractor, frames: list[np.ndarray], num_kp: int, batches: list[
     return out
 
 
-def measure(method: Method, frames: list[np.ndarray], args: argparse.Namespace, batches: list[int]) -> dict:
-    """Everything measured for one method: metrics, profile, batch sweep and the backend it ran."""
+def prepare(method: Method, frames: list[np.ndarray], args: argparse.Namespace):
+    """The method's extractor on its backend, warmed up (lazy initialisation, compiles, allocator)."""
     extractor = accelerate(method.extractor, network_backend(method, args.backend))  # once, shared by all engines
     warm_up(extractor, frames[: args.warmup], args.num_kp)
-    metrics, profile = latency_pass(extractor, frames, args.num_kp)
-    sweep = batch_sweep(extractor, frames, args.num_kp, batches) if batches else {}
-    return {"metrics": metrics, "profile": profile, "batches": sweep, "backend": backend_ran(extractor)}
+    return extractor
+
+
+def measure_all(methods: list[Method], frames: list[np.ndarray], args: argparse.Namespace,
+                batches: list[int]) -> dict[str, dict]:
+    """Every method's metrics, profile, per-round FPS, batch sweep and backend.
+
+    The latency pass runs ``args.rounds`` times per method, the methods interleaved round by round
+    (a, b, c, a, b, c, ...), so that a slow minute of a shared machine or a drifting clock falls on
+    every method alike; the metrics pool the frames of all rounds.
+    """
+    extractors = {m.name: prepare(m, frames, args) for m in methods}
+    passes: dict[str, list[dict]] = {name: [] for name in extractors}
+    for _ in tqdm(range(args.rounds), desc=f"{NAME} rounds", unit="round", disable=None, leave=False):
+        for name, extractor in extractors.items():
+            passes[name].append(latency_pass(extractor, frames, args.num_kp))
+    found = {}
+    for name, extractor in extractors.items():
+        metrics, profile, rounds = summarise(passes[name])
+        sweep = batch_sweep(extractor, frames, args.num_kp, batches) if batches else {}
+        found[name] = {"metrics": metrics, "profile": profile, "rounds": rounds, "batches": sweep,
+                       "backend": backend_ran(extractor)}
+    return found
 
 
 # -- the benchmark --------------------------------------------------------------------------------
@@ -191,22 +234,25 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--frames", type=int, default=50, help="frames to load and time (at least 2)")
     parser.add_argument("--warmup", type=int, default=3, help="frames run before timing (the first ones again)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="timed passes per method, methods interleaved round by round"
+    )
     parser.add_argument("--batch", default=None, help="batch sizes of the naive/pipelined sweep, e.g. 1,8,32")
     add_backend_argument(parser)
 
 
 def run(args: argparse.Namespace) -> runner.Outcome:
-    if args.frames < 2 or args.warmup < 0:
-        raise BadInputError(f"--frames must be >= 2 and --warmup >= 0, got {args.frames} and {args.warmup}")
+    if args.frames < 2 or args.warmup < 0 or args.rounds < 1:
+        raise BadInputError(
+            f"--frames must be >= 2, --warmup >= 0 and --rounds >= 1, got {args.frames}, {args.warmup}, {args.rounds}"
+        )
     if str(args.device).startswith("cuda") and not torch.cuda.is_available():
         raise BadInputError(f"--device {args.device}: CUDA is not available in this torch build")
     batches = parse_batches(args.batch, str(args.device))
     frames, source_name = load_frames(args.data, args.frames)
     load_start = os.getloadavg()[0]
     methods = runner.methods_from_args(args)
-    found = {}
-    for m in tqdm([m for m in methods if m.extractor is not None], desc=NAME, unit="method", disable=None):
-        found[m.name] = measure(m, frames, args, batches)
+    found = measure_all([m for m in methods if m.extractor is not None], frames, args, batches)
     h, w = frames[0].shape[:2]
     config = {
         "source": source_name,
@@ -219,6 +265,7 @@ def run(args: argparse.Namespace) -> runner.Outcome:
         "backend_requested": args.backend,
         "precision_requested": args.precision,
         "latency_pass": "ExtractionEngine batch 1, pipelined mode, then Tracker per frame; stats over frames 1..N-1",
+        "rounds": args.rounds,
         "tracker": dict(Tracker.default_conf),  # compile_matcher None: on with a method's compile backend
         "batch_sweep": batches,
     }
@@ -229,13 +276,15 @@ def run(args: argparse.Namespace) -> runner.Outcome:
     for name, r in found.items():
         result["config"]["methods"][name]["backend"] = r["backend"]
     result["profile"] = {n: r["profile"] for n, r in found.items()}
+    result["fps_frontend_rounds"] = {n: r["rounds"] for n, r in found.items()}
     result["batches"] = {n: r["batches"] for n, r in found.items() if r["batches"]}
     return runner.Outcome(result, {"profile": result["profile"], "batches": result["batches"]})
 
 
 def print_extras(result: dict) -> None:
     """The profile (and batch sweep) tables, printed before the runner's main table."""
-    print("per-frame profile (ms, mean over frames 1..N-1)")
+    rounds = result["config"].get("rounds", 1)
+    print(f"per-frame profile (ms, mean over frames 1..N-1 of {rounds} interleaved round(s))")
     print(f"{'method':<16}" + "".join(f"{k:>12}" for k in PROFILE_KEYS))
     for name, p in result["profile"].items():
         print(f"{name:<16}" + "".join(f"{p[k]:12.2f}" for k in PROFILE_KEYS))
@@ -244,6 +293,9 @@ def print_extras(result: dict) -> None:
         for name, sweep in result["batches"].items():
             cells = [f"b{b}: {r['naive']:.2f} / {r['pipelined']:.2f} ({r['speedup']:.2f}x)" for b, r in sweep.items()]
             print(f"{name:<16}" + "   ".join(cells))
+    if rounds > 1:
+        print("fps_frontend per round: " + "; ".join(
+            f"{n} " + " / ".join(f"{v:.1f}" for v in r) for n, r in result["fps_frontend_rounds"].items()))
     print(machine_line(result["machine"], runner.precisions(result)))
 
 

@@ -83,6 +83,29 @@ def test_every_vo_sequence_form_is_data(capsys, tmp_path):
     assert "| 1 threads |" in line[-1]
 
 
+def test_rounds_interleave_methods_and_pool_their_frames(capsys, tmp_path, monkeypatch):
+    order = []
+    real = frontend_speed.latency_pass
+
+    def spy(extractor, frames, num_kp):
+        order.append(extractor.name)
+        return real(extractor, frames, num_kp)
+
+    monkeypatch.setattr(frontend_speed, "latency_pass", spy)
+    out_json = tmp_path / "rounds.json"
+    argv = ["--data", "demo", "--methods", "orb,sift", "--num-kp", "64", "--frames", "3", "--warmup", "0",
+            "--rounds", "2", "--threads", "1", "--json", str(out_json)]
+    assert frontend_speed.main(argv) == 0
+    assert order == ["orb", "sift", "orb", "sift"]
+    result = json.loads(out_json.read_text())
+    assert result["config"]["rounds"] == 2 and len(result["fps_frontend_rounds"]["orb"]) == 2
+    rounds = result["fps_frontend_rounds"]["sift"]
+    # pooled over both rounds of 2 timed frames: between the slower and the faster round
+    assert min(rounds) - 1e-9 <= result["methods"]["sift"]["fps_frontend"] <= max(rounds) + 1e-9
+    assert "fps_frontend per round: orb " in capsys.readouterr().out
+    assert "--rounds >= 1" in _error(capsys, ["--data", "demo", "--rounds", "0"])
+
+
 @needs_data
 def test_tum_folder_is_data(capsys):
     tum = DATA / "tum_fr2_desk"
