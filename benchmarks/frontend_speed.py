@@ -13,9 +13,9 @@ images, or ``demo`` (the rendered sequence); no calibration is needed. Per metho
    ``fps_extract`` = frames / extraction seconds, ``fps_frontend`` = frames / (extraction +
    tracking) seconds, ``latency_ms_p50`` / ``latency_ms_p95`` of extraction + tracking per frame,
    ``keypoints_mean``, and ``aktl`` of the tracker over all N frames. The pass runs ``--rounds``
-   times (default 3) per method, the methods interleaved round by round, and the statistics pool
-   the frames of all rounds (a 20-frame TUM sample alone moved ORB between 50 and 68 FPS from one
-   run to the next on a quiet 2-core machine);
+   times (default 3) per method, back to back, and the statistics pool the frames of all rounds
+   (a 20-frame TUM sample alone moved ORB between 50 and 68 FPS from one run to the next on a
+   quiet 2-core machine);
 3. with ``--batch`` (default ``1,8,32`` on CUDA, none on the CPU): extraction-only throughput at each
    batch size, ``naive`` (synchronous loop) against ``pipelined`` (producer thread; on CUDA pinned
    buffers, a copy stream and a compute stream), interleaved per batch size on the same device.
@@ -207,21 +207,20 @@ def measure_all(methods: list[Method], frames: list[np.ndarray], args: argparse.
                 batches: list[int]) -> dict[str, dict]:
     """Every method's metrics, profile, per-round FPS, batch sweep and backend.
 
-    The latency pass runs ``args.rounds`` times per method, the methods interleaved round by round
-    (a, b, c, a, b, c, ...), so that a slow minute of a shared machine or a drifting clock falls on
-    every method alike; the metrics pool the frames of all rounds.
+    Each method runs its ``args.rounds`` latency passes back to back, then the next method starts:
+    interleaving the methods round by round was measured to slow traqpoint-lite by ~15 % at KITTI
+    size (the other networks' buffers left in the heap between its rounds: 49.4 / 50.3 / 50.8 FPS
+    beside ORB alone, 47.7 / 42.2 / 37.9 interleaved with five methods), which is not what a user
+    running one method sees. The metrics pool the frames of all rounds.
     """
-    extractors = {m.name: prepare(m, frames, args) for m in methods}
-    passes: dict[str, list[dict]] = {name: [] for name in extractors}
-    for _ in tqdm(range(args.rounds), desc=f"{NAME} rounds", unit="round", disable=None, leave=False):
-        for name, extractor in extractors.items():
-            passes[name].append(latency_pass(extractor, frames, args.num_kp))
     found = {}
-    for name, extractor in extractors.items():
-        metrics, profile, rounds = summarise(passes[name])
+    for method in tqdm(methods, desc=NAME, unit="method", disable=None):
+        extractor = prepare(method, frames, args)
+        passes = [latency_pass(extractor, frames, args.num_kp) for _ in range(args.rounds)]
+        metrics, profile, rounds = summarise(passes)
         sweep = batch_sweep(extractor, frames, args.num_kp, batches) if batches else {}
-        found[name] = {"metrics": metrics, "profile": profile, "rounds": rounds, "batches": sweep,
-                       "backend": backend_ran(extractor)}
+        found[method.name] = {"metrics": metrics, "profile": profile, "rounds": rounds, "batches": sweep,
+                              "backend": backend_ran(extractor)}
     return found
 
 
@@ -235,7 +234,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=50, help="frames to load and time (at least 2)")
     parser.add_argument("--warmup", type=int, default=3, help="frames run before timing (the first ones again)")
     parser.add_argument(
-        "--rounds", type=int, default=3, help="timed passes per method, methods interleaved round by round"
+        "--rounds", type=int, default=3, help="timed passes per method (back to back), frames pooled"
     )
     parser.add_argument("--batch", default=None, help="batch sizes of the naive/pipelined sweep, e.g. 1,8,32")
     add_backend_argument(parser)
@@ -284,7 +283,7 @@ def run(args: argparse.Namespace) -> runner.Outcome:
 def print_extras(result: dict) -> None:
     """The profile (and batch sweep) tables, printed before the runner's main table."""
     rounds = result["config"].get("rounds", 1)
-    print(f"per-frame profile (ms, mean over frames 1..N-1 of {rounds} interleaved round(s))")
+    print(f"per-frame profile (ms, mean over frames 1..N-1 of {rounds} round(s))")
     print(f"{'method':<16}" + "".join(f"{k:>12}" for k in PROFILE_KEYS))
     for name, p in result["profile"].items():
         print(f"{name:<16}" + "".join(f"{p[k]:12.2f}" for k in PROFILE_KEYS))

@@ -83,7 +83,7 @@ def test_every_vo_sequence_form_is_data(capsys, tmp_path):
     assert "| 1 threads |" in line[-1]
 
 
-def test_rounds_interleave_methods_and_pool_their_frames(capsys, tmp_path, monkeypatch):
+def test_rounds_repeat_each_method_and_pool_their_frames(capsys, tmp_path, monkeypatch):
     order = []
     real = frontend_speed.latency_pass
 
@@ -96,7 +96,7 @@ def test_rounds_interleave_methods_and_pool_their_frames(capsys, tmp_path, monke
     argv = ["--data", "demo", "--methods", "orb,sift", "--num-kp", "64", "--frames", "3", "--warmup", "0",
             "--rounds", "2", "--threads", "1", "--json", str(out_json)]
     assert frontend_speed.main(argv) == 0
-    assert order == ["orb", "sift", "orb", "sift"]
+    assert order == ["orb", "orb", "sift", "sift"]
     result = json.loads(out_json.read_text())
     assert result["config"]["rounds"] == 2 and len(result["fps_frontend_rounds"]["orb"]) == 2
     rounds = result["fps_frontend_rounds"]["sift"]
