@@ -26,19 +26,18 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from models.errors import MissingFileError, TraqPointError
 from models.factory import LITE_V1_WEIGHTS, LITE_WEIGHTS
 from models.lite import LiteNet
 from models.lite2 import LiteNet2, standardise
+from training.head_loop import train_steps
 from training.refine import data_args
-from training.runtime import CSVLog, check_finite, resume, save_checkpoint, seed_everything
+from training.runtime import resume, seed_everything
 from training.stage1 import make_dataset, make_loader
 
 log = logging.getLogger(__name__)
@@ -148,31 +147,16 @@ def train(args: argparse.Namespace) -> Path:
     step = resume(last, student, optimizer, scheduler) if args.resume and last.exists() else 0
     data = data_args(args)
     loader = make_loader(make_dataset(data, 2, args.steps * args.batch_size), data, 0, 1, step)
-    logger = CSVLog(out / "log_distill.csv")
-    bar = tqdm(total=args.steps, initial=step, desc="distill", dynamic_ncols=True)
-    t0 = time.perf_counter()
-    for batch in loader:
-        if step >= args.steps:
-            break
-        images = batch["images"].flatten(0, 1)  # [2B, 1, H, W]
-        terms = distill_loss(student, teacher_targets(teacher, images), images, args.beta, args.cell,
-                             args.global_weight)
-        check_finite(terms["total"], step + 1, out)
-        optimizer.zero_grad(set_to_none=True)
-        terms["total"].backward()
-        optimizer.step()
-        scheduler.step()
-        step += 1
-        bar.update(1)
-        if step % args.log_every == 0 or step == args.steps:
-            row = {"step": step, **{k: float(v.detach()) for k, v in terms.items()}, "lr": scheduler.get_last_lr()[0]}
-            row["steps_per_s"] = args.log_every / max(time.perf_counter() - t0, 1e-9)
-            t0 = time.perf_counter()
-            logger.write(row)
-            bar.set_postfix(kl=f"{row['total']:.3f}", agree=f"{row['top2pct_agree']:.2f}")
-        if step % args.ckpt_every == 0 or step == args.steps:
-            save_checkpoint(last, student, optimizer, scheduler, step, {"args": vars(args)})
-    bar.close()
+
+    def terms_of(batch: dict) -> dict[str, torch.Tensor]:
+        images = batch["images"].flatten(0, 1)  # [2B, 1, H, W]: both views of every pair
+        return distill_loss(student, teacher_targets(teacher, images), images, args.beta, args.cell,
+                            args.global_weight)
+
+    train_steps(
+        student, optimizer, scheduler, loader, terms_of, args, out, step, "distill",
+        lambda r: {"kl": f"{r['total']:.3f}", "agree": f"{r['top2pct_agree']:.2f}"},
+    )
     torch.save(student.state_dict(), out / "distill.pt")
     return out / "distill.pt"
 

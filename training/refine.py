@@ -25,13 +25,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 import yaml
-from tqdm import tqdm
 
 from models.conventions import rescale_pixels
 from models.errors import MissingFileError, TraqPointError
@@ -39,7 +37,8 @@ from models.factory import LITE_WEIGHTS
 from models.keypoints import refine_subpixel, select_keypoints
 from models.lite2 import LiteNet2
 from training.config import CONFIG_DIR
-from training.runtime import CSVLog, check_finite, resume, save_checkpoint, seed_everything
+from training.head_loop import train_steps
+from training.runtime import resume, seed_everything
 from training.stage1 import make_dataset, make_loader
 from training.warping import in_bounds, lookup, warp_points
 
@@ -188,29 +187,12 @@ def train(args: argparse.Namespace) -> Path:
     step = resume(last, net, optimizer, scheduler) if args.resume and last.exists() else 0
     data = data_args(args)
     loader = make_loader(make_dataset(data, 2, args.steps * args.batch_size), data, 0, 1, step)
-    logger = CSVLog(out / "log_refine.csv")
-    bar = tqdm(total=args.steps, initial=step, desc="refine", dynamic_ncols=True)
-    t0 = time.perf_counter()
-    for batch in loader:
-        if step >= args.steps:
-            break
-        terms = batch_loss(net, batch, args.num_kp)
-        check_finite(terms["total"], step + 1, out)
-        optimizer.zero_grad(set_to_none=True)
-        terms["total"].backward()
-        optimizer.step()
-        scheduler.step()
-        step += 1
-        bar.update(1)
-        if step % args.log_every == 0 or step == args.steps:
-            row = {"step": step, **{k: float(v.detach()) for k, v in terms.items()}, "lr": scheduler.get_last_lr()[0]}
-            row["steps_per_s"] = args.log_every / max(time.perf_counter() - t0, 1e-9)
-            t0 = time.perf_counter()
-            logger.write(row)
-            bar.set_postfix(head=f"{row['err_head_px']:.3f}", quad=f"{row['err_quadratic_px']:.3f}")
-        if step % args.ckpt_every == 0 or step == args.steps:
-            save_checkpoint(last, net, optimizer, scheduler, step, {"args": vars(args)})
-    bar.close()
+    train_steps(
+        net, optimizer, scheduler, loader,
+        lambda batch: batch_loss(net, batch, args.num_kp),
+        args, out, step, "refine",
+        lambda r: {"head": f"{r['err_head_px']:.3f}", "quad": f"{r['err_quadratic_px']:.3f}"},
+    )
     torch.save(net.state_dict(), out / "refine.pt")
     return out / "refine.pt"
 

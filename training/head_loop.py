@@ -1,0 +1,56 @@
+"""The training loop shared by the small post-stage-2 trainers (``training.refine``, ``training.distill_policy``).
+
+Each of them trains a few parameters of a frozen network with Adam + cosine LR on batches of the
+stage-1 homography source: compute the loss terms of a batch, step, log every ``log_every`` steps
+to ``OUT/<log_name>``, checkpoint ``OUT/last.pt`` every ``ckpt_every`` steps (resumable with
+``training.runtime.resume``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from training.runtime import CSVLog, check_finite, optimise, save_checkpoint
+
+
+def train_steps(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    loader: Iterable[dict],
+    terms_of: Callable[[dict], dict[str, torch.Tensor]],
+    args: argparse.Namespace,
+    out: Path,
+    step: int,
+    name: str,
+    postfix: Callable[[dict[str, float]], dict[str, str]],
+) -> int:
+    """Run steps ``step + 1 .. args.steps``; ``terms_of(batch)`` returns the loss terms (``total`` is
+    optimised); ``postfix(row)`` picks the progress bar's figures. Returns the last step."""
+    logger = CSVLog(out / f"log_{name}.csv")
+    bar = tqdm(total=args.steps, initial=step, desc=name, dynamic_ncols=True)
+    t0 = time.perf_counter()
+    for batch in loader:
+        if step >= args.steps:
+            break
+        terms = terms_of(batch)
+        check_finite(terms["total"], step + 1, out)
+        optimise(terms["total"], optimizer, scheduler)
+        step += 1
+        bar.update(1)
+        if step % args.log_every == 0 or step == args.steps:
+            row = {"step": step, **{k: float(v.detach()) for k, v in terms.items()}, "lr": scheduler.get_last_lr()[0]}
+            row["steps_per_s"] = args.log_every / max(time.perf_counter() - t0, 1e-9)
+            t0 = time.perf_counter()
+            logger.write(row)
+            bar.set_postfix(**postfix(row))
+        if step % args.ckpt_every == 0 or step == args.steps:
+            save_checkpoint(out / "last.pt", model, optimizer, scheduler, step, {"args": vars(args)})
+    bar.close()
+    return step
