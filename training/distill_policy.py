@@ -35,7 +35,7 @@ from models.errors import MissingFileError, TraqPointError
 from models.factory import LITE_V1_WEIGHTS, LITE_WEIGHTS
 from models.lite import LiteNet
 from models.lite2 import LiteNet2, standardise
-from training.head_loop import train_steps
+from training.head_loop import add_loop_args, cli_main, train_steps
 from training.refine import data_args
 from training.runtime import resume, seed_everything
 from training.stage1 import make_dataset, make_loader
@@ -56,11 +56,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--beta", type=float, default=2.0, help="teacher temperature on standardised logits")
     p.add_argument("--cell", type=int, default=8, help="side of the local softmax cells, stride-2 pixels")
     p.add_argument("--global_weight", type=float, default=1.0, help="weight of the image-wide KL")
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--ckpt_every", type=int, default=100)
-    p.add_argument("--log_every", type=int, default=20)
-    p.add_argument("--resume", action="store_true")
+    add_loop_args(p)
     return p
 
 
@@ -161,19 +157,14 @@ def train(args: argparse.Namespace) -> Path:
     return out / "distill.pt"
 
 
+def invalid(args: argparse.Namespace) -> str | None:
+    """The one-line complaint about bad numbers, or None."""
+    bad = args.steps < 1 or args.batch_size < 1 or args.cell < 1 or args.beta <= 0 or args.global_weight < 0
+    return "--steps, --batch_size, --cell must be >= 1, --beta > 0, --global_weight >= 0" if bad else None
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = parser().parse_args(argv)
-    if args.steps < 1 or args.batch_size < 1 or args.cell < 1 or args.beta <= 0 or args.global_weight < 0:
-        print("error: --steps, --batch_size, --cell must be >= 1, --beta > 0, --global_weight >= 0", file=sys.stderr)
-        return 2
-    try:
-        path = train(args)
-    except TraqPointError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"lite2 weights with the distilled policy: {path}")
-    return 0
+    return cli_main(argv, parser(), invalid, train, "lite2 weights with the distilled policy")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ to ``OUT/<log_name>``, checkpoint ``OUT/last.pt`` every ``ckpt_every`` steps (re
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -16,7 +18,17 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from models.errors import TraqPointError
 from training.runtime import CSVLog, check_finite, optimise, save_checkpoint
+
+
+def add_loop_args(p: argparse.ArgumentParser) -> None:
+    """The options of :func:`train_steps` (learning rate, seed, logging, checkpoints, resume)."""
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ckpt_every", type=int, default=100)
+    p.add_argument("--log_every", type=int, default=20)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
 
 
 def train_steps(
@@ -54,3 +66,27 @@ def train_steps(
             save_checkpoint(out / "last.pt", model, optimizer, scheduler, step, {"args": vars(args)})
     bar.close()
     return step
+
+
+def cli_main(
+    argv: list[str] | None,
+    parser: argparse.ArgumentParser,
+    invalid: Callable[[argparse.Namespace], str | None],
+    train: Callable[[argparse.Namespace], Path],
+    done: str,
+) -> int:
+    """The command of a head trainer: parse, reject bad numbers with one line (exit 2), train, and
+    report a :class:`~models.errors.TraqPointError` as one line (exit 1) or ``done: <weights>``."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = parser.parse_args(argv)
+    problem = invalid(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    try:
+        path = train(args)
+    except TraqPointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"{done}: {path}")
+    return 0

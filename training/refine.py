@@ -37,7 +37,7 @@ from models.factory import LITE_WEIGHTS
 from models.keypoints import refine_subpixel, select_keypoints
 from models.lite2 import LiteNet2
 from training.config import CONFIG_DIR
-from training.head_loop import train_steps
+from training.head_loop import add_loop_args, cli_main, train_steps
 from training.runtime import resume, seed_everything
 from training.stage1 import make_dataset, make_loader
 from training.warping import in_bounds, lookup, warp_points
@@ -60,11 +60,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--num_kp", type=int, default=256, help="blocks selected per view")
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--ckpt_every", type=int, default=100)
-    p.add_argument("--log_every", type=int, default=20)
-    p.add_argument("--resume", action="store_true")
+    add_loop_args(p)
     return p
 
 
@@ -197,19 +193,14 @@ def train(args: argparse.Namespace) -> Path:
     return out / "refine.pt"
 
 
+def invalid(args: argparse.Namespace) -> str | None:
+    """The one-line complaint about bad numbers, or None."""
+    bad = args.steps < 1 or args.batch_size < 1 or args.num_kp < 1 or args.refine_dim < 1 or args.refine_ring < 0
+    return "--steps, --batch_size, --num_kp, --refine_dim must be >= 1, --refine_ring >= 0" if bad else None
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = parser().parse_args(argv)
-    if args.steps < 1 or args.batch_size < 1 or args.num_kp < 1 or args.refine_dim < 1 or args.refine_ring < 0:
-        print("error: --steps, --batch_size, --num_kp, --refine_dim must be >= 1, --refine_ring >= 0", file=sys.stderr)
-        return 2
-    try:
-        path = train(args)
-    except TraqPointError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"lite2 weights with the refinement head: {path}")
-    return 0
+    return cli_main(argv, parser(), invalid, train, "lite2 weights with the refinement head")
 
 
 if __name__ == "__main__":
