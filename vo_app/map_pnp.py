@@ -26,6 +26,25 @@ class PnPResult:
     inliers: np.ndarray  # [N] bool
 
 
+def poselib_camera(K: np.ndarray) -> dict:
+    """PoseLib's camera dict of a pinhole ``K`` (size unused by the solvers)."""
+    return {"model": "PINHOLE", "width": 0, "height": 0, "params": [K[0, 0], K[1, 1], K[0, 2], K[1, 2]]}
+
+
+def checked_result(
+    K: np.ndarray, T_cam_world: np.ndarray, X: np.ndarray, uv: np.ndarray, threshold_px: float, min_inliers: int
+) -> PnPResult | None:
+    """The pose as T_world_cam with its inliers (reprojection < ``threshold_px``: one inlier definition
+    for every estimator), or None when it is not finite or has fewer than ``min_inliers``."""
+    T = invert(T_cam_world)
+    if not np.isfinite(T).all():
+        return None
+    inliers = reprojection_error(K, T, X, uv) < threshold_px
+    if inliers.sum() < min_inliers:
+        return None
+    return PnPResult(T, inliers)
+
+
 def solve_pnp(
     K: np.ndarray,
     uv: np.ndarray,
@@ -42,7 +61,7 @@ def solve_pnp(
         return None
     uv, X = np.ascontiguousarray(uv, np.float64), np.ascontiguousarray(X, np.float64)
     if method == "poselib":
-        camera = {"model": "PINHOLE", "width": 0, "height": 0, "params": [K[0, 0], K[1, 1], K[0, 2], K[1, 2]]}
+        camera = poselib_camera(K)
         ransac = {"max_reproj_error": threshold_px, "max_iterations": max_iterations, "min_iterations": 50, "seed": 0}
         pose, info = poselib.estimate_absolute_pose(uv, X, camera, ransac, {})
         T_cam_world = to_h(pose.R, pose.t)
@@ -56,13 +75,7 @@ def solve_pnp(
         idx = idx.ravel()
         rvec, tvec = cv2.solvePnPRefineLM(X[idx], uv[idx], K, None, rvec, tvec)
         T_cam_world = to_h(cv2.Rodrigues(rvec)[0], tvec)
-    T = invert(T_cam_world)
-    if not np.isfinite(T).all():
-        return None
-    inliers = reprojection_error(K, T, X, uv) < threshold_px  # one inlier definition for both estimators
-    if inliers.sum() < min_inliers:
-        return None
-    return PnPResult(T, inliers)
+    return checked_result(K, T_cam_world, X, uv, threshold_px, min_inliers)
 
 
 def refine_pnp(
@@ -84,7 +97,7 @@ def refine_pnp(
     uv_i, X_i = np.ascontiguousarray(uv[inl], np.float64), np.ascontiguousarray(X[inl], np.float64)
     T_cw = invert(T_init)
     if method == "poselib":
-        camera = {"model": "PINHOLE", "width": 0, "height": 0, "params": [K[0, 0], K[1, 1], K[0, 2], K[1, 2]]}
+        camera = poselib_camera(K)
         pose = poselib.CameraPose()
         pose.R, pose.t = T_cw[:3, :3], T_cw[:3, 3]
         pose, _ = poselib.refine_absolute_pose(uv_i, X_i, pose, camera, {})
@@ -93,10 +106,4 @@ def refine_pnp(
         rvec, tvec = cv2.Rodrigues(T_cw[:3, :3])[0], T_cw[:3, 3].reshape(3, 1).copy()
         rvec, tvec = cv2.solvePnPRefineLM(X_i, uv_i, K, None, rvec, tvec)
         T_cam_world = to_h(cv2.Rodrigues(rvec)[0], tvec)
-    T = invert(T_cam_world)
-    if not np.isfinite(T).all():
-        return None
-    inliers = reprojection_error(K, T, X, uv) < threshold_px
-    if inliers.sum() < min_inliers:
-        return None
-    return PnPResult(T, inliers)
+    return checked_result(K, T_cam_world, X, uv, threshold_px, min_inliers)
