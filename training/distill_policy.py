@@ -31,11 +31,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from models.errors import MissingFileError, TraqPointError
+from models.errors import TraqPointError
 from models.factory import LITE_V1_WEIGHTS, LITE_WEIGHTS
 from models.lite import LiteNet
 from models.lite2 import LiteNet2, standardise
-from training.head_loop import add_loop_args, cli_main, train_steps
+from training.head_loop import add_loop_args, cli_main, load_state, train_steps
 from training.refine import data_args
 from training.runtime import resume, seed_everything
 from training.stage1 import make_dataset, make_loader
@@ -58,13 +58,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--global_weight", type=float, default=1.0, help="weight of the image-wide KL")
     add_loop_args(p)
     return p
-
-
-def load_state(path: str | Path, what: str) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"{what} weights not found: {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def build_teacher(path: str | Path) -> LiteNet:

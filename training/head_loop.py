@@ -18,8 +18,19 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from models.errors import TraqPointError
+from models.errors import MissingFileError, TraqPointError
+from models.weights_io import load_checkpoint
 from training.runtime import CSVLog, check_finite, optimise, save_checkpoint
+
+
+def load_state(path: str | Path, what: str, hint: str = "") -> dict:
+    """The state dict of ``path`` (:func:`models.weights_io.load_checkpoint`: a corrupt file or a
+    non-tensor checkpoint is one :class:`~models.errors.BadInputError`); a missing file is one
+    :class:`~models.errors.MissingFileError` naming ``what`` it should hold."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"{what} weights not found: {path}" + (f" ({hint})" if hint else ""))
+    return load_checkpoint(path)
 
 
 def add_loop_args(p: argparse.ArgumentParser) -> None:

@@ -32,12 +32,12 @@ import torch.nn.functional as F
 import yaml
 
 from models.conventions import rescale_pixels
-from models.errors import MissingFileError, TraqPointError
+from models.errors import TraqPointError
 from models.factory import LITE_WEIGHTS
 from models.keypoints import refine_subpixel, select_keypoints
 from models.lite2 import LiteNet2
 from training.config import CONFIG_DIR
-from training.head_loop import add_loop_args, cli_main, train_steps
+from training.head_loop import add_loop_args, cli_main, load_state, train_steps
 from training.runtime import resume, seed_everything
 from training.stage1 import make_dataset, make_loader
 from training.warping import in_bounds, lookup, warp_points
@@ -74,9 +74,7 @@ def data_args(args: argparse.Namespace) -> argparse.Namespace:
 def build(weights: str, refine_dim: int, refine_ring: int = 2) -> LiteNet2:
     """A lite2 net with the stage-2 weights, a fresh (centre-initialised) head, all else frozen."""
     path = Path(weights)
-    if not path.is_file():
-        raise MissingFileError(f"lite2 weights not found: {path} (train stage 2 or use the shipped file)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_state(path, "lite2", "train stage 2 or use the shipped file")
     if not LiteNet2.fits_state(state):
         raise TraqPointError(f"{path} is not a lite2 state dict")
     conf = {**LiteNet2.conf_from_state(state), "refine_dim": refine_dim, "refine_ring": refine_ring}

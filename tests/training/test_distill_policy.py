@@ -63,6 +63,10 @@ def test_distill_cli_rejects_bad_numbers_and_wrong_files(tmp_path, capsys):
     out = str(tmp_path / "o")
     assert dp.main(["--teacher", str(tmp_path / "none.pt"), "--out", out, "--steps", "1"]) == 1
     assert "teacher (traqpoint-lite-v1) weights not found" in capsys.readouterr().err
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint")
+    assert dp.main(["--teacher", str(corrupt), "--out", out, "--steps", "1"]) == 1
+    assert "cannot read weight file" in capsys.readouterr().err
     lite2 = tmp_path / "lite2.pt"
     torch.save(LiteNet2().state_dict(), lite2)
     assert dp.main(["--teacher", str(lite2), "--out", out, "--steps", "1"]) == 1

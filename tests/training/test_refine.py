@@ -53,3 +53,7 @@ def test_refine_cli_rejects_bad_numbers_and_missing_weights(tmp_path, capsys):
     assert "must be >= 1" in capsys.readouterr().err
     assert refine.main(["--weights", str(tmp_path / "none.pt"), "--out", str(tmp_path / "o"), "--steps", "1"]) == 1
     assert "lite2 weights not found" in capsys.readouterr().err
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint")
+    assert refine.main(["--weights", str(corrupt), "--out", str(tmp_path / "o"), "--steps", "1"]) == 1
+    assert "cannot read weight file" in capsys.readouterr().err
