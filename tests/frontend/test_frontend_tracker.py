@@ -216,3 +216,16 @@ def test_matcher_is_compiled_when_the_network_is():
     on_compile.net = SimpleNamespace(backend="compile")  # what frontend.backends.accelerate(..., "compile") sets
     assert Tracker(on_compile)._match_fn is not MATCHERS["ratio"]
     assert Tracker(on_compile, compile_matcher=False)._match_fn is MATCHERS["ratio"]
+
+
+def test_verification_method_is_a_checked_setting():
+    frames, _ = synthetic_sequence()
+    counts = {}
+    for method in ("lo_ransac", "magsac"):
+        tracker = Tracker(grid_cell=0, ransac_method=method)
+        for _, frame in frames:
+            tracker.track(frame)
+        counts[method] = sum(s.inliers for s in tracker.stats[1:])
+    assert counts["lo_ransac"] >= 0.98 * counts["magsac"] > 0, counts
+    with pytest.raises(ValueError, match="ransac_method"):
+        Tracker(ransac_method="ransac")
