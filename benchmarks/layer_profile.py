@@ -20,14 +20,17 @@ import torch.nn as nn
 
 import models
 from models.errors import TraqPointError
+from models.fusion import OneDNNConv
 from models.machine import machine_line
 from models.precision import autocast_context
 
 DEFAULT_HW = (384, 1248)  # KITTI 1226x370 padded to a multiple of 32
 
 
-def conv_macs(conv: nn.Conv2d, out: torch.Tensor) -> int:
-    """Multiply-accumulates of one convolution call producing ``out [B, C, H, W]``."""
+def conv_macs(conv: nn.Module, out: torch.Tensor) -> int:
+    """Multiply-accumulates of one convolution call (``nn.Conv2d`` or a fused :class:`OneDNNConv`)
+    producing ``out [B, C, H, W]``."""
+    conv = getattr(conv, "conv", conv)
     kh, kw = conv.kernel_size
     return out.numel() * (conv.in_channels // conv.groups) * kh * kw
 
@@ -51,8 +54,10 @@ def profile_layers(net: nn.Module, image: torch.Tensor, rounds: int, precision: 
 
         return hook
 
+    modules = dict(net.named_modules())
+    parents = {n: modules[n.rpartition(".")[0]] for n in modules if n}  # a fused conv is timed by its wrapper
     for name, m in net.named_modules():
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, OneDNNConv) or (isinstance(m, nn.Conv2d) and not isinstance(parents.get(name), OneDNNConv)):
             hooks += [m.register_forward_pre_hook(before(name)), m.register_forward_hook(after(name))]
     with torch.inference_mode(), autocast_context(image.device, precision):
         for _ in range(2):  # warm-up: oneDNN primitive creation

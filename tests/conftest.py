@@ -15,11 +15,11 @@ DATA = SHARED / "data"
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
-def randomised(cls: type[torch.nn.Module]) -> torch.nn.Module:
-    """``cls()`` in eval mode, seeded, with BatchNorm statistics that are not the identity (so
+def randomised(cls: type[torch.nn.Module], **conf: object) -> torch.nn.Module:
+    """``cls(**conf)`` in eval mode, seeded, with BatchNorm statistics that are not the identity (so
     folding them into the convolutions has work to do)."""
     torch.manual_seed(0)
-    net = cls().eval()
+    net = cls(**conf).eval()
     for m in net.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)

@@ -100,7 +100,7 @@ def test_pyramid_matches_more_under_zoom_on_churchill(churchill):
 @pytest.mark.parametrize("kind", ["lite", "lite2"])
 def test_relu_fused_into_its_convolution_is_exact(kind):
     """prepare_for_inference fuses Conv+ReLU into one oneDNN op; outputs equal the folded network's."""
-    from models.fusion import ConvReLU, _pointwise_available
+    from models.fusion import OneDNNConv, _pointwise_available
     from models.lite2 import LiteNet2
 
     cls = LiteNet if kind == "lite" else LiteNet2
@@ -109,7 +109,7 @@ def test_relu_fused_into_its_convolution_is_exact(kind):
     fast = prepare_for_inference(randomised(cls))
     if not _pointwise_available():
         pytest.skip("this torch build has no oneDNN fused convolution")
-    assert sum(isinstance(m, ConvReLU) for m in fast.modules()) >= 10
+    assert sum(isinstance(m, OneDNNConv) for m in fast.modules()) >= 10
     x = torch.rand(1, 1, 64, 96)
     with torch.inference_mode():
         want, got = ref(x), fast(x.contiguous(memory_format=torch.channels_last))
@@ -119,3 +119,41 @@ def test_relu_fused_into_its_convolution_is_exact(kind):
         y = torch.rand(1, 1, 64, 96, requires_grad=True)
         fast(y)["descriptors"].sum().backward()
     assert y.grad is not None and torch.isfinite(y.grad).all()
+
+
+def test_packed_onednn_convolution_is_exact_and_repacks_after_a_weight_update():
+    """OneDNNConv packs its weight once per input shape; outputs equal nn.Conv2d (+ ReLU), and an
+    in-place update of the weight (e.g. load_state_dict) is picked up instead of a stale packing."""
+    from models.fusion import OneDNNConv, _pointwise_available
+
+    if not _pointwise_available():
+        pytest.skip("this torch build has no oneDNN fused convolution")
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 16, 3, stride=2, padding=1)
+    fast = OneDNNConv(conv, "none")
+    relu = OneDNNConv(conv, "relu")
+    for hw in ((32, 48), (40, 24)):  # two shapes: two packings
+        x = torch.randn(1, 8, *hw).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            torch.testing.assert_close(fast(x), conv(x), atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(relu(x), torch.relu(conv(x)), atol=1e-5, rtol=1e-5)
+    assert len(fast._packed) == 2
+    with torch.no_grad():
+        conv.weight.mul_(-2.0)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), conv(x), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="activation"):
+        OneDNNConv(conv, "gelu")
+
+
+def test_every_convolution_of_the_inference_build_is_packed():
+    from models.fusion import OneDNNConv, _pointwise_available
+    from models.lite2 import LiteNet2
+
+    if not _pointwise_available():
+        pytest.skip("this torch build has no oneDNN fused convolution")
+    net = prepare_for_inference(randomised(LiteNet2, refine_dim=8))
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    wrapped = [m for m in net.modules() if isinstance(m, OneDNNConv)]
+    assert len(wrapped) == len(convs) > 20  # every conv sits inside exactly one wrapper
+    assert {m.activation for m in wrapped} == {"relu", "none"}
