@@ -24,15 +24,50 @@ def _empty(d0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     )
 
 
+def row_max(x: torch.Tensor, block: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x.max(dim=2)`` of ``x [B, N, M]`` -> ``(values [B, N], indices [B, N])``, ~2.5x faster on the CPU.
+
+    The max-with-index reduction is ~15x slower than ``amax`` there (0.9 against 0.06 ms for a
+    1024 x 1024 matrix, 2 threads). Two levels instead: ``amax`` over blocks of ``block`` columns,
+    the winning block per row (a small max-with-index), then the index within that block (0.35 ms).
+    Same values and, where a row's maximum is unique, the same indices; on ties the first maximum.
+    """
+    b, n, m = x.shape
+    if m % block or m <= block or x.device.type != "cpu":
+        return x.max(dim=2)
+    blocks = x.view(b, n, m // block, block)
+    val, which = blocks.amax(dim=3).max(dim=2)  # [B, N]: the row's maximum and its block
+    inner = blocks.gather(2, which[..., None, None].expand(b, n, 1, block))[:, :, 0]  # [B, N, block]
+    return val, which * block + inner.argmax(dim=2)
+
+
+def first_per_column(keep: torch.Tensor, idx: torch.Tensor, m: int) -> torch.Tensor:
+    """``keep [B, N]`` with only the first kept row of every column ``idx [B, N]`` (in ``[0, m)``) left.
+
+    The mutual checks below compare a row's best value with its column's maximum, so rows tied
+    for a column's maximum (identical descriptors; frequent for binary ORB descriptors, whose
+    similarities take 129 values) would all pass: this keeps the matches one-to-one.
+    """
+    b, n = keep.shape
+    rows = torch.arange(n, device=keep.device).expand(b, n)
+    first = torch.full((b, m), n, dtype=rows.dtype, device=keep.device)
+    first.scatter_reduce_(1, idx, torch.where(keep, rows, torch.full_like(rows, n)), reduce="amin")
+    return keep & (first.gather(1, idx) == rows)
+
+
 def _mutual(prob: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keep entries of ``prob [B, N, M]`` that are row and column maxima and >= threshold."""
-    best0 = prob.max(dim=2)
-    best1 = prob.max(dim=1).indices  # [B, M]
-    idx0 = torch.arange(prob.shape[1], device=prob.device)[None]
-    mutual = best1.gather(1, best0.indices) == idx0
-    keep = mutual & (best0.values >= threshold)
-    matches = torch.where(keep, best0.indices, torch.full_like(best0.indices, -1))
-    return matches, torch.where(keep, best0.values, torch.zeros_like(best0.values))
+    """Keep entries of ``prob [B, N, M]`` that are row and column maxima and >= threshold.
+
+    Row ``i``'s best column ``j`` is mutual iff ``prob_ij`` reaches column ``j``'s maximum (an
+    ``amax``: no column argmax, the slow reduction on the CPU); of rows tied for a column's
+    maximum the first is kept (:func:`first_per_column`).
+    """
+    val, idx = row_max(prob)
+    col_max = prob.amax(dim=1)  # [B, M]
+    keep = (val >= col_max.gather(1, idx)) & (val >= threshold)
+    keep = first_per_column(keep, idx, prob.shape[2])
+    matches = torch.where(keep, idx, torch.full_like(idx, -1))
+    return matches, torch.where(keep, val, torch.zeros_like(val))
 
 
 def dual_softmax_matrix(d0: torch.Tensor, d1: torch.Tensor, temperature: float = 20.0) -> torch.Tensor:
@@ -54,8 +89,8 @@ def dual_softmax(
     ``E / sqrt(c)``, a column's that of ``E / sqrt(r)``, and the kept score is
     ``(E_ij / sqrt(c_j))^2 / r_i``. The temperature is folded into ``d0`` before the product, and
     for unit descriptors ``|S| <= temperature`` bounds ``E^2`` far below the fp32 range, so the
-    usual max-subtraction is only done for temperatures above 40. Exact ties of ``P`` within a
-    column (identical descriptors) may keep both rows.
+    usual max-subtraction is only done for temperatures above 40. Of rows tied for a column's
+    maximum (identical descriptors) the first is kept.
     """
     if d0.shape[1] == 0 or d1.shape[1] == 0:
         return _empty(d0)
@@ -64,16 +99,17 @@ def dual_softmax(
         e.sub_(e.amax(dim=(1, 2), keepdim=True))
     e = e.exp_()
     rows, cols = e.sum(dim=2, keepdim=True), e.sum(dim=1, keepdim=True)
-    best0 = e.mul_(cols.rsqrt()).max(dim=2)  # in place: E / sqrt(c), no second N x M matrix
+    best0 = row_max(e.mul_(cols.rsqrt()))  # in place: E / sqrt(c), no second N x M matrix
     # mutual check without a column argmax (max-with-index along dim 1 is ~25x slower than amax
     # on the CPU): row i's best column j is mutual iff E_ij / sqrt(r_i) reaches column j's maximum;
     # the matrix now holds E / sqrt(r c), the same order within every column
     col = e.mul_(rows.rsqrt())
     col_max = col.amax(dim=1)  # [B, M]
-    mine = col.gather(2, best0.indices[..., None])[..., 0]  # [B, N]: E_ij / sqrt(r_i) at j = best0
-    prob = best0.values.square() / rows[..., 0]
-    keep = (mine >= col_max.gather(1, best0.indices)) & (prob >= threshold)
-    matches = torch.where(keep, best0.indices, torch.full_like(best0.indices, -1))
+    best, idx = best0
+    mine = col.gather(2, idx[..., None])[..., 0]  # [B, N]: E_ij / sqrt(r_i) at j = best0
+    prob = best.square() / rows[..., 0]
+    keep = first_per_column((mine >= col_max.gather(1, idx)) & (prob >= threshold), idx, e.shape[2])
+    matches = torch.where(keep, idx, torch.full_like(idx, -1))
     return matches, torch.where(keep, prob, torch.zeros_like(prob))
 
 

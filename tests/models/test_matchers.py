@@ -74,3 +74,37 @@ def test_dual_softmax_batched_equals_full_matrix():
     m_ref, s_ref = _mutual(dual_softmax_matrix(d0, d1), 0.05)
     assert torch.equal(m, m_ref) and (m >= 0).sum() > 60
     assert torch.allclose(s, s_ref, atol=1e-6)
+
+
+def test_row_max_equals_max_on_the_two_level_path():
+    """row_max's block path (M a multiple of 64) returns torch.max's values, and an index of the max."""
+    from models.matchers import row_max
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 300, 1024, generator=g)
+    x[0, 5, 100] = x[0, 5, 900] = 10.0  # a tie: the first maximum wins
+    val, idx = row_max(x)
+    ref = x.max(dim=2)
+    assert torch.equal(val, ref.values)
+    assert torch.equal(x.gather(2, idx[..., None])[..., 0], ref.values)
+    assert int(idx[0, 5]) == 100
+    unique = (x == ref.values[..., None]).sum(2) == 1
+    assert torch.equal(idx[unique], ref.indices[unique])
+
+
+@pytest.mark.parametrize("method", ["mnn", "dual_softmax"])
+def test_tied_rows_give_one_to_one_matches(method):
+    """Binary (ORB-like) descriptors take few similarity values: rows tied for a column's maximum
+    (here exact duplicates) must not all match that column."""
+    g = torch.Generator().manual_seed(1)
+    bits = torch.randint(0, 2, (1024, 256), generator=g).float() * 2 - 1
+    d1 = bits / 16.0  # unit norm
+    d0 = d1[torch.randperm(1024, generator=g)[:512]].clone()
+    d0[1::2] = d0[0::2]  # every odd row duplicates the row before it
+    m, _ = match_pair(d0, d1, method)
+    assert len(m) > 200
+    assert len(torch.unique(m[:, 1])) == len(m) and len(torch.unique(m[:, 0])) == len(m)
+    assert (m[:, 0] % 2 == 0).all()  # of each duplicated pair the first row is kept
+    sim = d0 @ d1.T  # every kept match is a row and a column maximum
+    assert torch.equal(sim[m[:, 0], m[:, 1]], sim.amax(1)[m[:, 0]])
+    assert torch.equal(sim[m[:, 0], m[:, 1]], sim.amax(0)[m[:, 1]])
