@@ -101,7 +101,10 @@ class Odometry:
         "init_max_frames": 40,  # frames one reference may wait for an initialisation
         "tri_max_error": 2.0,  # px reprojection error of a new point in both views
         "tri_min_angle": 0.5,  # deg triangulation angle of a new point
-        "kf_parallax": 30.0,  # px, see vo_app.keyframes
+        # px, see vo_app.keyframes; None = kf_parallax_frac * (width + height), DSO's rule (Engel et al.
+        # 2018: a keyframe once the rotation-compensated flow reaches 0.04 (w + h); 45 px at 640x480)
+        "kf_parallax": None,
+        "kf_parallax_frac": 0.04,
         "kf_min_tracked": 0.3,
         "kf_min_points": 60,
         "kf_max_interval": 10,
@@ -129,7 +132,8 @@ class Odometry:
         self.image_size = image_size or (int(round(2 * self.K[0, 2] + 1)), int(round(2 * self.K[1, 2] + 1)))
         self.scale_mode = scale
         c = self.conf
-        self.policy = KeyframePolicy(c["kf_parallax"], c["kf_min_tracked"], c["kf_min_points"], c["kf_max_interval"],
+        kf_parallax = c["kf_parallax"] if c["kf_parallax"] is not None else c["kf_parallax_frac"] * sum(self.image_size)
+        self.policy = KeyframePolicy(kf_parallax, c["kf_min_tracked"], c["kf_min_points"], c["kf_max_interval"],
                                      c["kf_min_interval"])  # fmt: skip
         self.map = LocalMap()
         self.window = KeyframeWindow(c["window"])

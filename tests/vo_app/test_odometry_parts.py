@@ -146,3 +146,15 @@ def test_scale_steps_gives_each_step_its_length():
     np.testing.assert_allclose(steps, [[0, 0, 1], [0, 0, 0], [2.5, 0, 0], [0, 0, 3]], atol=1e-12)
     with pytest.raises(ValueError, match="step lengths"):
         trajectory.scale_steps(poses, np.ones(3))
+
+
+def test_default_keyframe_parallax_scales_with_the_image():
+    """DSO's rule: 0.04 x (width + height) px unless kf_parallax is given."""
+    import numpy as np
+
+    from vo_app.odometry import Odometry
+
+    k = np.array([[700.0, 0, 612.5], [0, 700, 184.5], [0, 0, 1]])
+    assert Odometry(k, "mono", image_size=(1226, 370)).policy.kf_parallax == pytest.approx(0.04 * 1596)
+    assert Odometry(k, "mono", image_size=(640, 480)).policy.kf_parallax == pytest.approx(44.8)
+    assert Odometry(k, "mono", image_size=(640, 480), kf_parallax=30.0).policy.kf_parallax == 30.0
