@@ -66,8 +66,9 @@ def verify_fundamental(
     pairs) or ``"lo_ransac"`` (:func:`lo_ransac_fundamental`, the frame-to-frame tracker's: as
     many inliers at high inlier ratios in a quarter of the time; on wide-baseline pairs with many
     outliers it kept fewer: churchill 633 against 644 in ``training.evaluate``). Returns
-    ``(mask, verified)``. With fewer than 8 matches no model can be fitted: every match is kept and ``verified`` is False. When no
-    model is found (also after the homography fallback for a degenerate scene), no match is kept.
+    ``(mask, verified)``. With fewer than 8 matches no model can be fitted: every match is kept
+    and ``verified`` is False. When no model is found (also after the homography fallback for a
+    degenerate scene), no match is kept.
     """
     if method not in VERIFY_METHODS:
         raise ValueError(f"unknown verification method {method!r}; choose from {VERIFY_METHODS}")

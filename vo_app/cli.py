@@ -66,7 +66,8 @@ def parser() -> argparse.ArgumentParser:
         "(default: gt when the source has ground truth, else mono)",
     )
     vo.add_argument("--kf-parallax", type=float,
-                    help="median rotation-compensated parallax (px) that triggers a keyframe (default: 0.04 x (width + height), DSO's rule; 64 px on KITTI, 45 px at 640x480)")
+                    help="median rotation-compensated parallax (px) that triggers a keyframe (default: "
+                    "0.04 x (width + height), DSO's rule; 64 px on KITTI, 45 px at 640x480)")
     out = p.add_argument_group("output")
     out.add_argument("--out", default="traqpoint_vo_out", help="output folder (default %(default)s)")
     out.add_argument("--headless", action="store_true", help="no window: run the pipeline and write the outputs")
