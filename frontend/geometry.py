@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.geometry import MIN_FUNDAMENTAL_MATCHES, VERIFY_METHODS, verify_fundamental  # noqa: F401 - re-exported
+from models.geometry import MIN_FUNDAMENTAL_MATCHES, check_verify_method, verify_fundamental  # noqa: F401 - re-exported
 
 
 def grid_cells(xy: np.ndarray, image_hw: tuple[int, int], cell: int) -> tuple[np.ndarray, int]:

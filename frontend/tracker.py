@@ -40,7 +40,7 @@ from models.base import Extractor
 from models.matchers import MATCHERS, match_pair_with
 
 from .frame import Frame
-from .geometry import VERIFY_METHODS, select_uniform, verify_fundamental
+from .geometry import check_verify_method, select_uniform, verify_fundamental
 
 DUAL_SOFTMAX_KWARGS = {"temperature": 20.0, "threshold": 0.01}  # the paper's matcher settings
 
@@ -151,8 +151,7 @@ class Tracker:
         if unknown:
             raise ValueError(f"unknown Tracker options: {sorted(unknown)}; known: {sorted(self.default_conf)}")
         self.conf = {**self.default_conf, **conf}
-        if self.conf["ransac_method"] not in VERIFY_METHODS:
-            raise ValueError(f"unknown ransac_method {self.conf['ransac_method']!r}; choose from {VERIFY_METHODS}")
+        check_verify_method(self.conf["ransac_method"], "ransac_method")  # before the first frame, not at it
         default = extractor.default_matcher if extractor is not None else "dual_softmax"
         self.matcher = self.conf["matcher"] or default
         if self.matcher not in MATCHERS:

@@ -109,12 +109,12 @@ class OneDNNConv(nn.Module):
     def _weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The packed weight and the bias for input ``x`` (packed on first use of its shape)."""
         c = self.conv
-        w = c.weight
-        version = -1 if w.is_inference() else w._version  # inference tensors carry no version counter
-        key = (tuple(x.shape), x.is_contiguous(memory_format=torch.channels_last), x.dtype, w.data_ptr(), version)
+        weight = c.weight
+        version = -1 if weight.is_inference() else weight._version  # inference tensors carry no version counter
+        key = (tuple(x.shape), x.is_contiguous(memory_format=torch.channels_last), x.dtype, weight.data_ptr(), version)
         got = self._packed.get(key)
-        if got is None:
-            w, b = c.weight.detach(), c.bias.detach() if c.bias is not None else None
+        if got is None:  # detach and convert only here, not on every call
+            w, b = weight.detach(), c.bias.detach() if c.bias is not None else None
             if w.dtype != x.dtype:  # under a CPU autocast the input may be bf16 while the weights stay fp32
                 w, b = w.to(x.dtype), (b.to(x.dtype) if b is not None else None)
             packed = torch.ops.mkldnn._reorder_convolution_weight(

@@ -12,6 +12,17 @@ VERIFY_METHODS = ("lo_ransac", "magsac")
 LO_STEPS = 2  # least-squares refits of the local optimisation (the inlier set settles in 1-2)
 
 
+def check_verify_method(method: str, option: str = "verification method") -> None:
+    """Raise ``ValueError`` naming ``option`` unless ``method`` is one of :data:`VERIFY_METHODS`."""
+    if method not in VERIFY_METHODS:
+        raise ValueError(f"unknown {option} {method!r}; choose from {VERIFY_METHODS}")
+
+
+def _inlier_mask(model: np.ndarray | None, mask: np.ndarray | None) -> np.ndarray | None:
+    """OpenCV's ``(model, mask)`` pair -> a boolean mask, or None without a model."""
+    return None if model is None or mask is None else mask.ravel().astype(bool)
+
+
 def sampson_sq(f: np.ndarray, pts0: np.ndarray, pts1: np.ndarray) -> np.ndarray:
     """Squared Sampson distance ``[K]`` (px^2) of matches ``pts0 -> pts1 [K, 2]`` to ``f [3, 3]``."""
     x0 = np.c_[pts0, np.ones(len(pts0))]
@@ -70,8 +81,7 @@ def verify_fundamental(
     and ``verified`` is False. When no model is found (also after the homography fallback for a
     degenerate scene), no match is kept.
     """
-    if method not in VERIFY_METHODS:
-        raise ValueError(f"unknown verification method {method!r}; choose from {VERIFY_METHODS}")
+    check_verify_method(method)
     k = len(pts0)
     if k < MIN_FUNDAMENTAL_MATCHES:
         return np.ones(k, dtype=bool), False
@@ -82,15 +92,15 @@ def verify_fundamental(
         if method == "lo_ransac":
             mask = lo_ransac_fundamental(p0, p1, threshold, confidence, max_iters)
         else:
-            f, m = cv2.findFundamentalMat(p0, p1, cv2.USAC_MAGSAC, threshold, confidence, max_iters)
-            mask = None if f is None or m is None else m.ravel().astype(bool)
+            mask = _inlier_mask(*cv2.findFundamentalMat(p0, p1, cv2.USAC_MAGSAC, threshold, confidence, max_iters))
     except cv2.error:
         pass
     if mask is None:
         # Degenerate geometry (no translation, planar scene): F is undefined, a homography is not.
         try:
-            h, m = cv2.findHomography(p0, p1, cv2.USAC_MAGSAC, 2 * threshold, maxIters=max_iters, confidence=confidence)
-            mask = None if h is None or m is None else m.ravel().astype(bool)
+            mask = _inlier_mask(
+                *cv2.findHomography(p0, p1, cv2.USAC_MAGSAC, 2 * threshold, maxIters=max_iters, confidence=confidence)
+            )
         except cv2.error:
             mask = None
     if mask is None:

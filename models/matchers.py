@@ -41,8 +41,9 @@ def row_max(x: torch.Tensor, block: int = 64) -> tuple[torch.Tensor, torch.Tenso
     return val, which * block + inner.argmax(dim=2)
 
 
-def first_per_column(keep: torch.Tensor, idx: torch.Tensor, m: int) -> torch.Tensor:
-    """``keep [B, N]`` with only the first kept row of every column ``idx [B, N]`` (in ``[0, m)``) left.
+def one_to_one(keep: torch.Tensor, idx: torch.Tensor, score: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(matches0 [B, N], scores0 [B, N])`` of the rows ``keep [B, N]`` with best column ``idx [B, N]``
+    (in ``[0, m)``) and ``score [B, N]``, where only the first kept row of every column stays.
 
     The mutual checks below compare a row's best value with its column's maximum, so rows tied
     for a column's maximum (identical descriptors; frequent for binary ORB descriptors, whose
@@ -52,7 +53,8 @@ def first_per_column(keep: torch.Tensor, idx: torch.Tensor, m: int) -> torch.Ten
     rows = torch.arange(n, device=keep.device).expand(b, n)
     first = torch.full((b, m), n, dtype=rows.dtype, device=keep.device)
     first.scatter_reduce_(1, idx, torch.where(keep, rows, torch.full_like(rows, n)), reduce="amin")
-    return keep & (first.gather(1, idx) == rows)
+    keep = keep & (first.gather(1, idx) == rows)
+    return torch.where(keep, idx, torch.full_like(idx, -1)), torch.where(keep, score, torch.zeros_like(score))
 
 
 def _mutual(prob: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,14 +62,11 @@ def _mutual(prob: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.T
 
     Row ``i``'s best column ``j`` is mutual iff ``prob_ij`` reaches column ``j``'s maximum (an
     ``amax``: no column argmax, the slow reduction on the CPU); of rows tied for a column's
-    maximum the first is kept (:func:`first_per_column`).
+    maximum the first is kept (:func:`one_to_one`).
     """
     val, idx = row_max(prob)
     col_max = prob.amax(dim=1)  # [B, M]
-    keep = (val >= col_max.gather(1, idx)) & (val >= threshold)
-    keep = first_per_column(keep, idx, prob.shape[2])
-    matches = torch.where(keep, idx, torch.full_like(idx, -1))
-    return matches, torch.where(keep, val, torch.zeros_like(val))
+    return one_to_one((val >= col_max.gather(1, idx)) & (val >= threshold), idx, val, prob.shape[2])
 
 
 def dual_softmax_matrix(d0: torch.Tensor, d1: torch.Tensor, temperature: float = 20.0) -> torch.Tensor:
@@ -99,18 +98,15 @@ def dual_softmax(
         e.sub_(e.amax(dim=(1, 2), keepdim=True))
     e = e.exp_()
     rows, cols = e.sum(dim=2, keepdim=True), e.sum(dim=1, keepdim=True)
-    best0 = row_max(e.mul_(cols.rsqrt()))  # in place: E / sqrt(c), no second N x M matrix
+    best, idx = row_max(e.mul_(cols.rsqrt()))  # in place: E / sqrt(c), no second N x M matrix
     # mutual check without a column argmax (max-with-index along dim 1 is ~25x slower than amax
     # on the CPU): row i's best column j is mutual iff E_ij / sqrt(r_i) reaches column j's maximum;
     # the matrix now holds E / sqrt(r c), the same order within every column
     col = e.mul_(rows.rsqrt())
     col_max = col.amax(dim=1)  # [B, M]
-    best, idx = best0
-    mine = col.gather(2, idx[..., None])[..., 0]  # [B, N]: E_ij / sqrt(r_i) at j = best0
+    mine = col.gather(2, idx[..., None])[..., 0]  # [B, N]: E_ij / sqrt(r_i) at j = idx
     prob = best.square() / rows[..., 0]
-    keep = first_per_column((mine >= col_max.gather(1, idx)) & (prob >= threshold), idx, e.shape[2])
-    matches = torch.where(keep, idx, torch.full_like(idx, -1))
-    return matches, torch.where(keep, prob, torch.zeros_like(prob))
+    return one_to_one((mine >= col_max.gather(1, idx)) & (prob >= threshold), idx, prob, e.shape[2])
 
 
 def mutual_nn(d0: torch.Tensor, d1: torch.Tensor, min_similarity: float = -1.0) -> tuple[torch.Tensor, torch.Tensor]:
