@@ -65,6 +65,55 @@ def repeat2(x: torch.Tensor) -> torch.Tensor:
     return x[:, :, :, None, :, None].expand(b, c, h, 2, w, 2).reshape(b, c, 2 * h, 2 * w)
 
 
+REFINE_KINDS = ("conv", "mlp")
+
+
+def refine_head(kind: str, width: int, ring: int) -> nn.Sequential:
+    """The sub-pixel head on standardised patches of side ``P = 2 + 2 ring + 6`` around a 2x2 block.
+
+    Both score the ``n x n`` window (``n = 2 + 2 ring``) at the patch centre from the ``P x P``
+    patch (a 7x7 px receptive field per score for ``conv``, the whole patch for ``mlp``):
+
+    - ``conv``: ``[N, 1, P, P] -> [N, 1, n, n]``, a 3x3 convolution to ``width`` channels, two
+      depthwise 3x3 and a pointwise (1.3 k parameters at width 8);
+    - ``mlp``: ``[N, P * P] -> [N, n * n]``, one hidden layer of ``width`` units. Two matrix
+      products for every keypoint at once instead of four convolutions on tiny tensors, where
+      oneDNN runs far below peak: 0.2 ms for 1024 patches against 1.8-2.9 ms for ``conv``
+      (``models/README.md``).
+    """
+    if kind == "mlp":
+        p, n = 2 * ring + 8, 2 * ring + 2
+        return nn.Sequential(nn.Linear(p * p, width), nn.ReLU(inplace=True), nn.Linear(width, n * n))
+    return nn.Sequential(
+        nn.Conv2d(1, width, 3), nn.ReLU(inplace=True),
+        nn.Conv2d(width, width, 3, groups=width), nn.ReLU(inplace=True),
+        nn.Conv2d(width, width, 3, groups=width), nn.ReLU(inplace=True),
+        nn.Conv2d(width, 1, 1),
+    )
+
+
+def gather_patches(image: torch.Tensor, x0: torch.Tensor, y0: torch.Tensor, pad: int) -> torch.Tensor:
+    """Patches ``[N, P, P]`` (``P = 2 + 2 pad``) of ``image [1, 1, H, W]`` whose pixel
+    ``(pad, pad)`` is ``(x0, y0) [N]``, replicate padding at the border.
+
+    One replicate pad of the image, then a strided view of every patch origin indexed by the ``N``
+    origins: no ``[N, P, P]`` index tensor is built (0.25 ms less than a flat ``index_select`` for
+    1024 patches of 12 x 12, 2 threads).
+    """
+    p = 2 + 2 * pad
+    padded = F.pad(image, (pad, pad, pad, pad), mode="replicate")[0, 0]
+    ph, pw = padded.shape
+    every = padded.as_strided((ph - p + 1, pw - p + 1, p, p), (pw, 1, pw, 1))
+    return every[y0, x0]
+
+
+def window_offsets(ring: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``[(2 + 2 ring)^2, 2]``: the (x, y) offset of each window cell from the block's top-left pixel,
+    row-major (the soft-argmax is ``softmax(logits) @ offsets``)."""
+    g = torch.arange(-ring, ring + 2, device=device, dtype=dtype)
+    return torch.stack([g.repeat(len(g)), g.repeat_interleave(len(g))], dim=1)
+
+
 class LiteNet2(nn.Module):
     """Dense descriptors, matchability and policy logits from a grey image.
 
@@ -87,6 +136,7 @@ class LiteNet2(nn.Module):
         "descriptor_dim": 64,  # D of the dense descriptor map
         "refine_dim": 0,  # channels of the full-resolution refinement head (0: none, quadratic fit instead)
         "refine_ring": 2,  # px around the 2x2 block the head may move a keypoint to (window 2 + 2 * ring)
+        "refine_kind": "conv",  # "conv" (3 convolutions, 8 channels) or "mlp" (one hidden layer on the patch)
     }
 
     def __init__(self, **conf: object) -> None:
@@ -122,18 +172,14 @@ class LiteNet2(nn.Module):
             nn.Conv2d(c2, 1, 1),
         )
         r = self.conf["refine_dim"]
-        # Optional sub-pixel head (trained after stage 2 by ``training.refine``): a tiny
-        # full-resolution conv stack (7x7 px receptive field) run only on the patches around the
-        # selected 2x2 blocks, never on the whole image. ``refine_ring`` is a buffer so that a state
-        # dict carries the window it was trained for.
+        # Optional sub-pixel head (trained after stage 2 by ``training.refine``), run only on the
+        # patches around the selected 2x2 blocks, never on the whole image. ``refine_ring`` is a
+        # buffer so that a state dict carries the window it was trained for.
         self.refine_head = None
+        if self.conf["refine_kind"] not in REFINE_KINDS:
+            raise ValueError(f"refine_kind must be one of {REFINE_KINDS}, got {self.conf['refine_kind']!r}")
         if r:
-            self.refine_head = nn.Sequential(
-                nn.Conv2d(1, r, 3), nn.ReLU(inplace=True),
-                nn.Conv2d(r, r, 3, groups=r), nn.ReLU(inplace=True),
-                nn.Conv2d(r, r, 3, groups=r), nn.ReLU(inplace=True),
-                nn.Conv2d(r, 1, 1),
-            )
+            self.refine_head = refine_head(self.conf["refine_kind"], r, int(self.conf["refine_ring"]))
             self.register_buffer("refine_ring", torch.tensor(int(self.conf["refine_ring"])))
 
     @staticmethod
@@ -147,6 +193,7 @@ class LiteNet2(nn.Module):
             "descriptor_dim": state["descriptor_head.weight"].shape[0],
             "refine_dim": state["refine_head.0.weight"].shape[0] if "refine_head.0.weight" in state else 0,
             "refine_ring": int(state["refine_ring"]) if "refine_ring" in state else 2,
+            "refine_kind": "mlp" if state.get("refine_head.0.weight", torch.zeros(1, 1, 1, 1)).dim() == 2 else "conv",
         }
 
     @staticmethod
@@ -195,23 +242,19 @@ class LiteNet2(nn.Module):
         h, w = image.shape[-2:]
         ring = int(self.refine_ring)
         mean, scale = standardise_stats(image.float())
-        pad = ring + 3  # the window's ring + the head's receptive radius (3)
-        o = torch.arange(-pad, 2 + pad, device=image.device)  # patch offsets from the block's top-left pixel
-        x0 = (blocks[:, 0].long() * 2).clamp(0, w - 2)
+        x0 = (blocks[:, 0].long() * 2).clamp(0, w - 2)  # the block's top-left pixel
         y0 = (blocks[:, 1].long() * 2).clamp(0, h - 2)
-        xi = (x0[:, None] + o).clamp(0, w - 1)  # clamped indices = replicate padding, no image copy
-        yi = (y0[:, None] + o).clamp(0, h - 1)
-        flat = (yi[:, :, None] * w + xi[:, None, :]).reshape(-1)  # one flat gather: ~2x faster than 2-D indexing
-        p = len(o)
-        patches = (image[0, 0].reshape(-1).index_select(0, flat).float() - mean) * scale  # [N * P * P]
-        n = 2 + 2 * ring  # window side
+        patches = gather_patches(image.float(), x0, y0, ring + 3)  # the ring + the head's receptive radius
         with torch.autocast(image.device.type, enabled=False):
-            logits = self.refine_head(patches.view(-1, 1, p, p))  # [N, 1, n, n]
-        prob = logits.flatten(1).softmax(dim=1).view(-1, n, n)
-        g = torch.arange(-ring, ring + 2, device=image.device, dtype=prob.dtype)
-        x = x0.float() + (prob.sum(1) * g).sum(1)
-        y = y0.float() + (prob.sum(2) * g).sum(1)
-        return torch.stack([x, y], dim=-1)
+            if self.conf["refine_kind"] == "mlp":  # standardisation folded into the first layer: exact
+                first, rest = self.refine_head[0], self.refine_head[1:]
+                weight = first.weight * scale
+                bias = first.bias - (mean * scale) * first.weight.sum(1)
+                logits = rest(torch.addmm(bias, patches.flatten(1), weight.t()))
+            else:
+                logits = self.refine_head(((patches - mean) * scale)[:, None])
+        prob = logits.flatten(1).softmax(dim=1)  # [N, n * n], row-major (y, x)
+        return torch.stack([x0, y0], dim=-1).float() + prob @ window_offsets(ring, prob.dtype, prob.device)
 
     describe = LiteNet.describe  # stage-1 outputs only: the same heads on the shared features
 

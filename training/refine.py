@@ -35,7 +35,7 @@ from models.conventions import rescale_pixels
 from models.errors import TraqPointError
 from models.factory import LITE_WEIGHTS
 from models.keypoints import refine_subpixel, select_keypoints
-from models.lite2 import LiteNet2
+from models.lite2 import REFINE_KINDS, LiteNet2
 from training.config import CONFIG_DIR
 from training.head_loop import add_loop_args, cli_main, load_state, train_steps
 from training.runtime import resume, seed_everything
@@ -55,7 +55,9 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--recipe", default="stage1_lite.yaml", help="stage-1 recipe: data, resolution and warps")
     p.add_argument("--out", default="runs/refine_lite2")
-    p.add_argument("--refine_dim", type=int, default=8, help="channels of the refinement head")
+    p.add_argument("--refine_kind", choices=REFINE_KINDS, default="mlp",
+                   help="head on the patch: mlp (one hidden layer, the shipped one) or conv (3 tiny convolutions)")
+    p.add_argument("--refine_dim", type=int, default=128, help="hidden units (mlp) or channels (conv) of the head")
     p.add_argument("--refine_ring", type=int, default=2, help="px around the block the head may reach")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch_size", type=int, default=8)
@@ -71,13 +73,14 @@ def data_args(args: argparse.Namespace) -> argparse.Namespace:
     return argparse.Namespace(**{k: recipe[k] for k in keys}, seed=args.seed, batch_size=args.batch_size, workers=0)
 
 
-def build(weights: str, refine_dim: int, refine_ring: int = 2) -> LiteNet2:
+def build(weights: str, refine_dim: int, refine_ring: int = 2, refine_kind: str = "mlp") -> LiteNet2:
     """A lite2 net with the stage-2 weights, a fresh (centre-initialised) head, all else frozen."""
     path = Path(weights)
     state = load_state(path, "lite2", "train stage 2 or use the shipped file")
     if not LiteNet2.fits_state(state):
         raise TraqPointError(f"{path} is not a lite2 state dict")
-    conf = {**LiteNet2.conf_from_state(state), "refine_dim": refine_dim, "refine_ring": refine_ring}
+    conf = {**LiteNet2.conf_from_state(state), "refine_dim": refine_dim, "refine_ring": refine_ring,
+            "refine_kind": refine_kind}
     net = LiteNet2(**conf)
     state = {k: v for k, v in state.items() if not k.startswith("refine_")}
     missing, unexpected = net.load_state_dict(state, strict=False)
@@ -174,7 +177,7 @@ def train(args: argparse.Namespace) -> Path:
     seed_everything(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    net = build(args.weights, args.refine_dim, args.refine_ring)
+    net = build(args.weights, args.refine_dim, args.refine_ring, args.refine_kind)
     optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=args.lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.steps)
     last = out / "last.pt"

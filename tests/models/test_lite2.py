@@ -150,6 +150,36 @@ def test_refine_head_is_a_soft_argmax_inside_the_block_ring():
         LiteNet2().refine_keypoints(img, blocks)
 
 
+def test_mlp_refine_head_scores_the_same_window_as_the_conv_head():
+    """The ``mlp`` head maps the whole 12x12 patch to the 6x6 window's logits: its state dict says
+    so, a zeroed head gives the block centre, and a head that copies the window's pixels puts the
+    keypoint on the brightest one (the same pixel the conv head's test finds)."""
+    net = LiteNet2(refine_dim=36, refine_kind="mlp").eval()
+    conf = LiteNet2.conf_from_state(net.state_dict())
+    assert (conf["refine_kind"], conf["refine_dim"], conf["refine_ring"]) == ("mlp", 36, 2)
+    assert LiteNet2.conf_from_state(LiteNet2(refine_dim=4).state_dict())["refine_kind"] == "conv"
+    with pytest.raises(ValueError, match="refine_kind"):
+        LiteNet2(refine_dim=4, refine_kind="transformer")
+    hidden, out = net.refine_head[0], net.refine_head[2]
+    assert (hidden.in_features, out.out_features) == (144, 36)
+    blocks = torch.tensor([[5.0, 7.0], [0.0, 0.0], [47.0, 31.0]])
+    with torch.no_grad():
+        out.weight.zero_()
+        out.bias.zero_()
+    torch.testing.assert_close(net.refine_keypoints(torch.rand(1, 1, 64, 96), blocks), blocks * 2 + 0.5)
+    with torch.no_grad():  # hidden unit (i, j) copies the window pixel (i, j) = patch pixel (3 + i, 3 + j)
+        hidden.weight.zero_()
+        hidden.bias.zero_()
+        for i in range(6):
+            for j in range(6):
+                hidden.weight[i * 6 + j, (3 + i) * 12 + (3 + j)] = 1.0
+        out.weight.copy_(50.0 * torch.eye(36))
+    img = torch.zeros(1, 1, 64, 96)
+    img[0, 0, 15, 12] = 1.0  # pixel (x=12, y=15): in the ring of block (5, 7), left of it
+    kp = net.refine_keypoints(img, blocks[:1])
+    assert (kp[0] - torch.tensor([12.0, 15.0])).abs().max() < 1e-3
+
+
 def test_extractor_uses_the_refine_head_when_the_net_has_one():
     """Wiring: with a zeroed head the extractor's keypoints are the selected blocks' centres, i.e.
     those of the same network without a head and without sub-pixel refinement."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from models.lite2 import LiteNet2
@@ -27,11 +28,13 @@ def blob_pair(shift: tuple[float, float], hw=(64, 96), n: int = 60, seed: int = 
     }
 
 
-def test_refine_head_training_lowers_the_reprojection_error(tmp_path):
+@pytest.mark.parametrize(("kind", "width"), [("conv", 8), ("mlp", 64)])
+def test_refine_head_training_lowers_the_reprojection_error(tmp_path, kind, width):
     torch.manual_seed(0)
     weights = tmp_path / "lite2.pt"
     torch.save(LiteNet2().state_dict(), weights)
-    net = refine.build(str(weights), refine_dim=8)
+    net = refine.build(str(weights), refine_dim=width, refine_kind=kind)
+    assert net.conf["refine_kind"] == kind
     assert all(p.requires_grad == n.startswith("refine_head.") for n, p in net.named_parameters())
     batch = blob_pair((0.7, -0.4))
     first = refine.batch_loss(net, batch, k=40)
