@@ -5,9 +5,9 @@ Per frame ``t`` (keypoints/descriptors from the :class:`~frontend.engine.Extract
 1. **match** every keypoint of frame ``t - 1`` to every keypoint of frame ``t`` with the
    extractor's default matcher (:mod:`models.matchers`: mutual dual-softmax, tau = 20, P >= 0.01
    for TraqPoint; mutual ratio test for SIFT; mutual NN for ORB);
-2. **verify** the matches with a MAGSAC++ fundamental matrix (``cv2.USAC_MAGSAC``;
-   ``ransac_method="lo_ransac"`` selects the faster LO-RANSAC of
-   :func:`models.geometry.lo_ransac_fundamental`; fewer than 8 matches cannot be verified and are
+2. **verify** the matches with an LO-RANSAC fundamental matrix
+   (:func:`models.geometry.lo_ransac_fundamental`; ``ransac_method="magsac"`` selects OpenCV's
+   MAGSAC++, 2-4x slower for the same inliers; fewer than 8 matches cannot be verified and are
    kept as they are);
 3. **update**: an inlier whose frame ``t - 1`` keypoint carried a track continues that track;
    every active track without one ends; keypoints of frame ``t`` that continue nothing are
@@ -123,10 +123,10 @@ class Tracker:
         "matcher": None,  # models.matchers name; None = the extractor's default (dual_softmax without one)
         "matcher_kwargs": None,  # None = the extractor's settings (tau = 20, P >= 0.01 for dual-softmax)
         "verify": True,  # fundamental-matrix check; False keeps every mutual match
-        # "magsac" (MAGSAC++) or "lo_ransac" (RANSAC + least-squares refits): the same inlier count
-        # on KITTI and TUM, lo_ransac in a quarter of the time, but TUM --scale gt ATE 0.62 -> 0.86 %
-        # of path with traqpoint-lite (frontend/README.md), so MAGSAC++ stays the default
-        "ransac_method": "magsac",
+        # "lo_ransac" (RANSAC + least-squares refits) or "magsac" (MAGSAC++): the same inliers
+        # (Jaccard 0.96-0.99 with MAGSAC++'s on KITTI and TUM), lo_ransac 2-4x faster; VO ATE lower in
+        # 11 of 19 method x sequence runs, within 0.01 % in 5 (frontend/README.md, seventh session)
+        "ransac_method": "lo_ransac",
         # px, max distance of an inlier to its epipolar line: ORB-SLAM's 95 % chi-square gate for a
         # 1 px keypoint noise (sqrt(3.84) = 1.96). 1 px cut correct tracks of every learned detector
         # on blurred 640x480 TUM frames (inlier ratio 0.79 vs 0.93); table in frontend/README.md.
