@@ -51,7 +51,7 @@ def common_parser(stage: int, doc: str) -> argparse.ArgumentParser:
         help="DDP: under torchrun as launched, else starts one process per visible GPU (or --nproc)",
     )
     p.add_argument("--nproc", type=int, help="with --distributed and no launcher: number of processes (CPU: gloo)")
-    p.add_argument("--model", choices=["lite", "lite2", "paper"], help="network variant")
+    p.add_argument("--model", choices=["lite", "lite2", "lite2s", "paper"], help="network variant")
     p.add_argument("--backbone_weights", help="DINOv3 ConvNeXt weight file (paper model, stage 1)")
     p.add_argument(
         "--data_kind", choices=["homography", "megadepth", "sfm", "mixed"], help="source of pairs / sequences"

@@ -9,20 +9,21 @@ from models.errors import BadInputError
 
 
 def build_net(kind: str, backbone_weights: str | None = None) -> nn.Module:
-    """A fresh ``lite`` (v1), ``lite2`` or ``paper`` network (``paper`` optionally from DINOv3 weights)."""
+    """A fresh ``lite`` (v1), ``lite2``, ``lite2s`` (lite2 with :attr:`LiteNet2.SLIM`'s backbone) or
+    ``paper`` network (``paper`` optionally from DINOv3 weights)."""
     if kind == "lite":
         from models.lite import LiteNet
 
         return LiteNet()
-    if kind == "lite2":
+    if kind in ("lite2", "lite2s"):
         from models.lite2 import LiteNet2
 
-        return LiteNet2()
+        return LiteNet2(**(LiteNet2.SLIM if kind == "lite2s" else {}))
     if kind == "paper":
         from models.paper import PaperNet
 
         return PaperNet(backbone_weights=backbone_weights)
-    raise BadInputError(f"unknown --model {kind!r}; use lite, lite2 or paper")
+    raise BadInputError(f"unknown --model {kind!r}; use lite, lite2, lite2s or paper")
 
 
 def load_descriptor(net: nn.Module, state: dict, source: str) -> None:
