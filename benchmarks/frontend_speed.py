@@ -207,17 +207,35 @@ def measure_all(methods: list[Method], frames: list[np.ndarray], args: argparse.
                 batches: list[int]) -> dict[str, dict]:
     """Every method's metrics, profile, per-round FPS, batch sweep and backend.
 
-    Each method runs its ``args.rounds`` latency passes back to back, then the next method starts:
-    interleaving the methods round by round was measured to slow traqpoint-lite by ~15 % at KITTI
-    size (the other networks' buffers left in the heap between its rounds: 49.4 / 50.3 / 50.8 FPS
-    beside ORB alone, 47.7 / 42.2 / 37.9 interleaved with five methods), which is not what a user
-    running one method sees. The metrics pool the frames of all rounds.
+    ``args.order``:
+
+    - ``interleaved`` (default): round ``r`` runs every method's pass ``r`` before round ``r + 1``
+      starts, each pass after its method's warm-up frames again (not timed), so that every method
+      sees the same host. A shared 2-core host drifted by ~30 % within minutes (seventh session:
+      one method's rounds ranged 48-58 FPS in one run and 66-75 in the next, 30 s apart); back to
+      back, the methods measured first and last can see different machines.
+    - ``sequential``: each method's passes back to back, then the next method (what a user running
+      one method sees; the sixth session measured interleaving *without* the re-warm-up slowing
+      traqpoint-lite by ~15 % at KITTI size).
+
+    The metrics pool the frames of all rounds.
     """
+    extractors, passes = {}, {}
+    for method in methods:
+        extractors[method.name] = prepare(method, frames, args)
+        passes[method.name] = []
+    rounds_of = ([[m] * args.rounds for m in methods] if args.order == "sequential"
+                 else [methods] * args.rounds)
+    schedule = [m for group in rounds_of for m in group]
+    for i, method in enumerate(tqdm(schedule, desc=NAME, unit="pass", disable=None)):
+        extractor = extractors[method.name]
+        if args.order == "interleaved" and i >= len(methods):
+            warm_up(extractor, frames[: args.warmup], args.num_kp)  # its caches after the other methods ran
+        passes[method.name].append(latency_pass(extractor, frames, args.num_kp))
     found = {}
-    for method in tqdm(methods, desc=NAME, unit="method", disable=None):
-        extractor = prepare(method, frames, args)
-        passes = [latency_pass(extractor, frames, args.num_kp) for _ in range(args.rounds)]
-        metrics, profile, rounds = summarise(passes)
+    for method in methods:
+        extractor = extractors[method.name]
+        metrics, profile, rounds = summarise(passes[method.name])
         sweep = batch_sweep(extractor, frames, args.num_kp, batches) if batches else {}
         found[method.name] = {"metrics": metrics, "profile": profile, "rounds": rounds, "batches": sweep,
                               "backend": backend_ran(extractor)}
@@ -235,6 +253,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=3, help="frames run before timing (the first ones again)")
     parser.add_argument(
         "--rounds", type=int, default=3, help="timed passes per method (back to back), frames pooled"
+    )
+    parser.add_argument(
+        "--order", choices=("interleaved", "sequential"), default="interleaved",
+        help="interleaved: round r of every method before round r+1 (same host for all); sequential: "
+        "each method's rounds back to back",
     )
     parser.add_argument("--batch", default=None, help="batch sizes of the naive/pipelined sweep, e.g. 1,8,32")
     add_backend_argument(parser)
@@ -265,6 +288,7 @@ def run(args: argparse.Namespace) -> runner.Outcome:
         "precision_requested": args.precision,
         "latency_pass": "ExtractionEngine batch 1, pipelined mode, then Tracker per frame; stats over frames 1..N-1",
         "rounds": args.rounds,
+        "order": args.order,
         "tracker": dict(Tracker.default_conf),  # compile_matcher None: on with a method's compile backend
         "batch_sweep": batches,
     }
@@ -283,7 +307,8 @@ def run(args: argparse.Namespace) -> runner.Outcome:
 def print_extras(result: dict) -> None:
     """The profile (and batch sweep) tables, printed before the runner's main table."""
     rounds = result["config"].get("rounds", 1)
-    print(f"per-frame profile (ms, mean over frames 1..N-1 of {rounds} round(s))")
+    order = result["config"].get("order", "sequential")
+    print(f"per-frame profile (ms, mean over frames 1..N-1 of {rounds} round(s), methods {order})")
     print(f"{'method':<16}" + "".join(f"{k:>12}" for k in PROFILE_KEYS))
     for name, p in result["profile"].items():
         print(f"{name:<16}" + "".join(f"{p[k]:12.2f}" for k in PROFILE_KEYS))

@@ -96,8 +96,12 @@ def test_rounds_repeat_each_method_and_pool_their_frames(capsys, tmp_path, monke
     argv = ["--data", "demo", "--methods", "orb,sift", "--num-kp", "64", "--frames", "3", "--warmup", "0",
             "--rounds", "2", "--threads", "1", "--json", str(out_json)]
     assert frontend_speed.main(argv) == 0
+    assert order == ["orb", "sift", "orb", "sift"]  # --order interleaved (the default): round by round
+    order.clear()
+    assert frontend_speed.main([*argv, "--order", "sequential"]) == 0
     assert order == ["orb", "orb", "sift", "sift"]
     result = json.loads(out_json.read_text())
+    assert result["config"]["order"] == "sequential"
     assert result["config"]["rounds"] == 2 and len(result["fps_frontend_rounds"]["orb"]) == 2
     rounds = result["fps_frontend_rounds"]["sift"]
     # pooled over both rounds of 2 timed frames: between the slower and the faster round
