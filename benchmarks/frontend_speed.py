@@ -209,14 +209,15 @@ def measure_all(methods: list[Method], frames: list[np.ndarray], args: argparse.
 
     ``args.order``:
 
-    - ``interleaved`` (default): round ``r`` runs every method's pass ``r`` before round ``r + 1``
-      starts, each pass after its method's warm-up frames again (not timed), so that every method
-      sees the same host. A shared 2-core host drifted by ~30 % within minutes (seventh session:
-      one method's rounds ranged 48-58 FPS in one run and 66-75 in the next, 30 s apart); back to
-      back, the methods measured first and last can see different machines.
-    - ``sequential``: each method's passes back to back, then the next method (what a user running
-      one method sees; the sixth session measured interleaving *without* the re-warm-up slowing
-      traqpoint-lite by ~15 % at KITTI size).
+    - ``sequential`` (default): each method's passes back to back, then the next method (what a
+      user running one method sees).
+    - ``interleaved``: round ``r`` runs every method's pass ``r`` before round ``r + 1`` starts,
+      each pass after its method's warm-up frames again (not timed), so that every method sees the
+      same host: a shared 2-core host drifted by ~30 % within minutes (seventh session: one
+      method's rounds ranged 48-58 FPS in one run and 66-75 in the next, 30 s apart). Measured in
+      the seventh session (five methods, ``benchmarks/README.md``), it still lowered
+      traqpoint-lite against ORB by 3-7 % (the other networks' heap state between its rounds; the
+      fifth session measured ~15 % without the re-warm-up), so it is not the default.
 
     The metrics pool the frames of all rounds.
     """
@@ -255,9 +256,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         "--rounds", type=int, default=3, help="timed passes per method (back to back), frames pooled"
     )
     parser.add_argument(
-        "--order", choices=("interleaved", "sequential"), default="interleaved",
-        help="interleaved: round r of every method before round r+1 (same host for all); sequential: "
-        "each method's rounds back to back",
+        "--order", choices=("sequential", "interleaved"), default="sequential",
+        help="sequential: each method's rounds back to back; interleaved: round r of every method "
+        "before round r+1 (the same host for all)",
     )
     parser.add_argument("--batch", default=None, help="batch sizes of the naive/pipelined sweep, e.g. 1,8,32")
     add_backend_argument(parser)
@@ -307,7 +308,7 @@ def run(args: argparse.Namespace) -> runner.Outcome:
 def print_extras(result: dict) -> None:
     """The profile (and batch sweep) tables, printed before the runner's main table."""
     rounds = result["config"].get("rounds", 1)
-    order = result["config"].get("order", "sequential")
+    order = result["config"].get("order", "sequential")  # results written before the option: sequential
     print(f"per-frame profile (ms, mean over frames 1..N-1 of {rounds} round(s), methods {order})")
     print(f"{'method':<16}" + "".join(f"{k:>12}" for k in PROFILE_KEYS))
     for name, p in result["profile"].items():

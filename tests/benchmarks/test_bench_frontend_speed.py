@@ -96,10 +96,7 @@ def test_rounds_repeat_each_method_and_pool_their_frames(capsys, tmp_path, monke
     argv = ["--data", "demo", "--methods", "orb,sift", "--num-kp", "64", "--frames", "3", "--warmup", "0",
             "--rounds", "2", "--threads", "1", "--json", str(out_json)]
     assert frontend_speed.main(argv) == 0
-    assert order == ["orb", "sift", "orb", "sift"]  # --order interleaved (the default): round by round
-    order.clear()
-    assert frontend_speed.main([*argv, "--order", "sequential"]) == 0
-    assert order == ["orb", "orb", "sift", "sift"]
+    assert order == ["orb", "orb", "sift", "sift"]  # --order sequential (the default): back to back
     result = json.loads(out_json.read_text())
     assert result["config"]["order"] == "sequential"
     assert result["config"]["rounds"] == 2 and len(result["fps_frontend_rounds"]["orb"]) == 2
@@ -108,6 +105,10 @@ def test_rounds_repeat_each_method_and_pool_their_frames(capsys, tmp_path, monke
     assert min(rounds) - 1e-9 <= result["methods"]["sift"]["fps_frontend"] <= max(rounds) + 1e-9
     assert "fps_frontend per round: orb " in capsys.readouterr().out
     assert "--rounds >= 1" in _error(capsys, ["--data", "demo", "--rounds", "0"])
+    order.clear()
+    assert frontend_speed.main([*argv, "--order", "interleaved"]) == 0
+    assert order == ["orb", "sift", "orb", "sift"]  # round by round
+    assert json.loads(out_json.read_text())["config"]["order"] == "interleaved"
 
 
 @needs_data
