@@ -225,9 +225,10 @@ def measure_all(methods: list[Method], frames: list[np.ndarray], args: argparse.
     for method in methods:
         extractors[method.name] = prepare(method, frames, args)
         passes[method.name] = []
-    rounds_of = ([[m] * args.rounds for m in methods] if args.order == "sequential"
-                 else [methods] * args.rounds)
-    schedule = [m for group in rounds_of for m in group]
+    if args.order == "sequential":
+        schedule = [m for m in methods for _ in range(args.rounds)]
+    else:
+        schedule = [m for _ in range(args.rounds) for m in methods]
     for i, method in enumerate(tqdm(schedule, desc=NAME, unit="pass", disable=None)):
         extractor = extractors[method.name]
         if args.order == "interleaved" and i >= len(methods):

@@ -68,6 +68,12 @@ def repeat2(x: torch.Tensor) -> torch.Tensor:
 REFINE_KINDS = ("conv", "mlp")
 
 
+def refine_pad(ring: int) -> int:
+    """Pixels a refinement patch extends past the 2x2 block on each side: the window's ``ring``
+    plus the conv head's receptive radius (3), so the patch side is ``2 + 2 refine_pad(ring)``."""
+    return ring + 3
+
+
 def refine_head(kind: str, width: int, ring: int) -> nn.Sequential:
     """The sub-pixel head on standardised patches of side ``P = 2 + 2 ring + 6`` around a 2x2 block.
 
@@ -82,7 +88,7 @@ def refine_head(kind: str, width: int, ring: int) -> nn.Sequential:
       (``models/README.md``).
     """
     if kind == "mlp":
-        p, n = 2 * ring + 8, 2 * ring + 2
+        p, n = 2 + 2 * refine_pad(ring), 2 * ring + 2
         return nn.Sequential(nn.Linear(p * p, width), nn.ReLU(inplace=True), nn.Linear(width, n * n))
     return nn.Sequential(
         nn.Conv2d(1, width, 3), nn.ReLU(inplace=True),
@@ -197,6 +203,7 @@ class LiteNet2(nn.Module):
     def conf_from_state(state: dict) -> dict:
         """The options a state dict was trained with (read from its tensor shapes)."""
         separable32 = "block32.3.0.weight" in state
+        head = state.get("refine_head.0.weight")  # [width, P * P] for the mlp head, 4-D for the conv one
         first32 = "block32.1.0" if separable32 else "block32.0.0"  # the layer that makes the stride-32 channels
         dims = tuple(state[f"{name}.weight"].shape[0] for name in ("stem.0", "block4.0.0", "block8.0.0",
                                                                      "block16.0.0", first32))
@@ -204,9 +211,9 @@ class LiteNet2(nn.Module):
             "dims": dims,
             "fused_dim": state["lateral8.weight"].shape[0],
             "descriptor_dim": state["descriptor_head.weight"].shape[0],
-            "refine_dim": state["refine_head.0.weight"].shape[0] if "refine_head.0.weight" in state else 0,
+            "refine_dim": head.shape[0] if head is not None else 0,
             "refine_ring": int(state["refine_ring"]) if "refine_ring" in state else 2,
-            "refine_kind": "mlp" if state.get("refine_head.0.weight", torch.zeros(1, 1, 1, 1)).dim() == 2 else "conv",
+            "refine_kind": "mlp" if head is not None and head.dim() == 2 else "conv",
             "block4_depth": 2 if "block4.1.0.weight" in state else 1,
             "separable8": "block8.2.0.weight" in state,
             "separable32": separable32,
@@ -260,9 +267,9 @@ class LiteNet2(nn.Module):
         mean, scale = standardise_stats(image.float())
         x0 = (blocks[:, 0].long() * 2).clamp(0, w - 2)  # the block's top-left pixel
         y0 = (blocks[:, 1].long() * 2).clamp(0, h - 2)
-        patches = gather_patches(image.float(), x0, y0, ring + 3)  # the ring + the head's receptive radius
+        patches = gather_patches(image.float(), x0, y0, refine_pad(ring))
         with torch.autocast(image.device.type, enabled=False):
-            if self.conf["refine_kind"] == "mlp":  # standardisation folded into the first layer: exact
+            if self.conf["refine_kind"] == "mlp":  # standardisation folded into the first layer (same up to rounding)
                 first, rest = self.refine_head[0], self.refine_head[1:]
                 weight = first.weight * scale
                 bias = first.bias - (mean * scale) * first.weight.sum(1)

@@ -35,7 +35,7 @@ from models.errors import TraqPointError
 from models.factory import LITE_V1_WEIGHTS, LITE_WEIGHTS
 from models.lite import LiteNet
 from models.lite2 import LiteNet2, standardise
-from training.head_loop import add_loop_args, cli_main, load_state, train_steps
+from training.head_loop import add_loop_args, cli_main, load_lite2_state, load_state, train_steps
 from training.refine import data_args
 from training.runtime import resume, seed_everything
 from training.stage1 import make_dataset, make_loader
@@ -73,9 +73,7 @@ def build_teacher(path: str | Path) -> LiteNet:
 
 def build_student(path: str | Path, fresh: bool) -> LiteNet2:
     """lite2 of ``path`` with only its policy (``pixel_embed``) trainable; ``fresh`` re-initialises it."""
-    state = load_state(path, "lite2")
-    if not LiteNet2.fits_state(state):
-        raise TraqPointError(f"{path} is not a lite2 state dict")
+    state = load_lite2_state(path)
     net = LiteNet2(**LiteNet2.conf_from_state(state))
     net.load_state_dict(state)
     net.eval().requires_grad_(False)

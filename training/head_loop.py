@@ -33,6 +33,17 @@ def load_state(path: str | Path, what: str, hint: str = "") -> dict:
     return load_checkpoint(path)
 
 
+def load_lite2_state(path: str | Path, hint: str = "") -> dict:
+    """:func:`load_state` of a lite2 file; a state dict of another network is one
+    :class:`~models.errors.TraqPointError` naming ``path``."""
+    from models.lite2 import LiteNet2
+
+    state = load_state(path, "lite2", hint)
+    if not LiteNet2.fits_state(state):
+        raise TraqPointError(f"{path} is not a lite2 state dict")
+    return state
+
+
 def add_loop_args(p: argparse.ArgumentParser) -> None:
     """The options of :func:`train_steps` (learning rate, seed, logging, checkpoints, resume)."""
     p.add_argument("--lr", type=float, default=3e-3)

@@ -3,7 +3,7 @@
 ``traqpoint-lite`` (lite2) picks keypoints on a stride-2 policy map, so a keypoint is only known to its
 2x2 block (demo tracking: 0.9 px median localisation error against 0.32 px for v1's
 full-resolution policy). This stage trains :attr:`models.lite2.LiteNet2.refine_head`, a tiny
-full-resolution head scored on 10x10 patches around the selected blocks, with everything else
+full-resolution head scored on 12x12 patches (ring 2) around the selected blocks, with everything else
 frozen. The loss is ALIKE's reprojection loss on differentiable (soft-argmax) keypoints, on
 homography pairs with exact correspondences:
 
@@ -37,7 +37,7 @@ from models.factory import LITE_WEIGHTS
 from models.keypoints import refine_subpixel, select_keypoints
 from models.lite2 import REFINE_KINDS, LiteNet2
 from training.config import CONFIG_DIR
-from training.head_loop import add_loop_args, cli_main, load_state, train_steps
+from training.head_loop import add_loop_args, cli_main, load_lite2_state, train_steps
 from training.runtime import resume, seed_everything
 from training.stage1 import make_dataset, make_loader
 from training.warping import in_bounds, lookup, warp_points
@@ -76,9 +76,7 @@ def data_args(args: argparse.Namespace) -> argparse.Namespace:
 def build(weights: str, refine_dim: int, refine_ring: int = 2, refine_kind: str = "mlp") -> LiteNet2:
     """A lite2 net with the stage-2 weights, a fresh (centre-initialised) head, all else frozen."""
     path = Path(weights)
-    state = load_state(path, "lite2", "train stage 2 or use the shipped file")
-    if not LiteNet2.fits_state(state):
-        raise TraqPointError(f"{path} is not a lite2 state dict")
+    state = load_lite2_state(path, "train stage 2 or use the shipped file")
     conf = {**LiteNet2.conf_from_state(state), "refine_dim": refine_dim, "refine_ring": refine_ring,
             "refine_kind": refine_kind}
     net = LiteNet2(**conf)
