@@ -58,6 +58,13 @@ def test_kitti06_sift_orb_floors_and_outputs(tmp_path, capsys):
     for name in ("sift", "orb", "gt"):
         poses = np.loadtxt(tmp_path / f"k06.{name}.kitti.txt")
         assert poses.shape == (10, 12)
+    # the files hold the trajectory the table scores (the final one, not the online poses): the
+    # unaligned ATE recomputed from them is the reported one
+    gt = np.loadtxt(tmp_path / "k06.gt.kitti.txt")[:, [3, 7, 11]]
+    est = np.loadtxt(tmp_path / "k06.sift.kitti.txt")[:, [3, 7, 11]]
+    rmse = np.sqrt((np.linalg.norm(est - gt, axis=1) ** 2).mean())
+    path = np.linalg.norm(np.diff(gt, axis=0), axis=1).sum()
+    assert 100 * rmse / path == pytest.approx(sift["ate_unaligned_pct_path"], rel=1e-6)
     assert out_png.stat().st_size > 10_000
 
 
