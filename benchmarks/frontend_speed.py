@@ -8,7 +8,7 @@ images, or ``demo`` (the rendered sequence); no calibration is needed. Per metho
 1. warm-up: the first ``--warmup`` frames through the engine and a throw-away tracker (not timed);
 2. latency pass (live mode: :class:`~frontend.engine.ExtractionEngine`, batch 1, pipelined, then
    :class:`~frontend.tracker.Tracker` on each frame as it comes out): per frame, the time the
-   engine takes to deliver its features (*extract*) and the tracker's match / verify / update.
+   engine takes to deliver its features (*extract*) and the tracker's match / verify / refine / update.
    Frame 0 only starts tracks (nothing to match), so the statistics cover frames 1..N-1:
    ``fps_extract`` = frames / extraction seconds, ``fps_frontend`` = frames / (extraction +
    tracking) seconds, ``latency_ms_p50`` / ``latency_ms_p95`` of extraction + tracking per frame,
@@ -21,7 +21,7 @@ images, or ``demo`` (the rendered sequence); no calibration is needed. Per metho
    buffers, a copy stream and a compute stream), interleaved per batch size on the same device.
 
 The JSON adds three blocks beside the schema: ``profile`` (per method, mean ms of extract / match /
-verify / update / total per frame), ``fps_frontend_rounds`` (per method, each round's FPS) and
+verify / refine / update / total per frame), ``fps_frontend_rounds`` (per method, each round's FPS) and
 ``batches`` (per method, frames/s per batch size and mode).
 ``--backend`` applies to TraqPoint networks (ONNX Runtime, TorchScript, ...; :mod:`frontend.backends`)
 and ``--precision`` to networks that have one (:mod:`models.precision`); the other methods run as
@@ -59,7 +59,7 @@ from .plots import save_figure
 
 NAME = "frontend_speed"
 KEYS = ("fps_extract", "fps_frontend", "latency_ms_p50", "latency_ms_p95", "keypoints_mean", "aktl")
-PROFILE_KEYS = ("extract_ms", "match_ms", "verify_ms", "update_ms", "total_ms")
+PROFILE_KEYS = ("extract_ms", "match_ms", "verify_ms", "refine_ms", "update_ms", "total_ms")
 DEFAULT_DATA = runner.shared_data("kitti_mini", "sequences", "06")
 CUDA_BATCHES = (1, 8, 32)
 
@@ -142,6 +142,7 @@ def latency_pass(extractor, frames: list[np.ndarray], num_kp: int) -> dict:
         "total": np.array(total[1:]),
         "match": np.array([s.t_match_ms for s in st]),
         "verify": np.array([s.t_verify_ms for s in st]),
+        "refine": np.array([s.t_refine_ms for s in st]),
         "update": np.array([s.t_update_ms for s in st]),
         "keypoints": np.array(keypoints, dtype=float),
         "aktl": tracker.aktl,
@@ -150,7 +151,8 @@ def latency_pass(extractor, frames: list[np.ndarray], num_kp: int) -> dict:
 
 def summarise(passes: list[dict]) -> tuple[dict, dict, list[float]]:
     """Schema metrics and profile over the frames of every pass pooled, and each pass's FPS."""
-    pooled = {k: np.concatenate([p[k] for p in passes]) for k in ("extract", "total", "match", "verify", "update")}
+    stages = ("extract", "total", "match", "verify", "refine", "update")
+    pooled = {k: np.concatenate([p[k] for p in passes]) for k in stages}
     ext, tot = pooled["extract"], pooled["total"]
     metrics = {
         "fps_extract": len(ext) / ext.sum(),
@@ -164,6 +166,7 @@ def summarise(passes: list[dict]) -> tuple[dict, dict, list[float]]:
         "extract_ms": 1e3 * float(ext.mean()),
         "match_ms": float(pooled["match"].mean()),
         "verify_ms": float(pooled["verify"].mean()),
+        "refine_ms": float(pooled["refine"].mean()),
         "update_ms": float(pooled["update"].mean()),
         "total_ms": 1e3 * float(tot.mean()),
     }

@@ -63,11 +63,12 @@ def track_method(method: Method, source: DemoSource, images: list[np.ndarray]) -
         )
         result = tracker.track(frame)
         ids = result.frame.track_ids.numpy()
-        parts.append((ids, i, f["keypoints"]))
+        xy = result.frame.keypoints.numpy()  # the tracker's positions (refined where it refines), as the VO gets them
+        parts.append((ids, i, xy))
         keypoints.append(len(ids))
         if i > 0:
             continued = (ids >= 0) & np.isin(ids, prev_ids)
-            cover.append(tm.coverage(f["keypoints"][continued], source.image_size))
+            cover.append(tm.coverage(xy[continued], source.image_size))
             inliers.append(result.stats.inliers)
         prev_ids = ids[ids >= 0]
     obs = tm.Observations.concat(parts)

@@ -15,13 +15,18 @@ class Extractor(ABC):
     """Images in, one :class:`~models.conventions.Features` dict per image out.
 
     Subclasses implement :meth:`extract` on a batch tensor ``[B, C, H, W]`` in ``[0, 1]``.
-    ``default_matcher`` names the matcher from :mod:`models.matchers` suited to the descriptor.
+    ``default_matcher`` names the matcher from :mod:`models.matchers` suited to the descriptor;
+    ``track_refine`` how a tracker should place the continued tracks of this detector: ``"lk"``
+    (Lucas-Kanade alignment to the previous frame, started at the detection: for detectors whose
+    keypoints carry pixel-level noise) or ``"off"`` (the detection itself, for sub-pixel detectors
+    such as SIFT, where frame-to-frame alignment only adds drift; ``benchmarks.tracking``).
     """
 
     name: str = "extractor"
     descriptor_dim: int = 0
     default_matcher: str = "mnn"
     matcher_kwargs: dict = {}
+    track_refine: str = "lk"
     device: torch.device = torch.device("cpu")
 
     def __init__(self, num_keypoints: int = 2048) -> None:

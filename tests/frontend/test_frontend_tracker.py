@@ -229,3 +229,48 @@ def test_verification_method_is_a_checked_setting():
     assert counts["lo_ransac"] >= 0.98 * counts["magsac"] > 0, counts
     with pytest.raises(ValueError, match="ransac_method"):
         Tracker(ransac_method="ransac")
+
+
+def _shifted_pair(dx: float = 0.3, dy: float = -0.6):
+    """Two textured frames, the second the first moved by ``(dx, dy)`` px, with a grid of keypoints:
+    exact in frame 0, rounded to the pixel grid in frame 1 (a detector without sub-pixel output)."""
+    import cv2
+
+    rng = np.random.default_rng(3)
+    img = cv2.GaussianBlur(rng.uniform(0, 255, (H, W)).astype(np.float32), (0, 0), 2.0)
+    img = ((img - img.min()) / (img.max() - img.min()) * 255).astype(np.uint8)
+    moved = cv2.warpAffine(img, np.float32([[1, 0, dx], [0, 1, dy]]), (W, H), flags=cv2.INTER_CUBIC,
+                           borderMode=cv2.BORDER_REFLECT)  # fmt: skip
+    g = np.stack(np.meshgrid(np.arange(40, W - 40, 71), np.arange(40, H - 40, 61)), -1).reshape(-1, 2)
+    truth = (g + np.float32([dx, dy])).astype(np.float32)
+    desc = torch.from_numpy(np.linalg.qr(rng.normal(size=(64, 64)))[0][: len(g)].astype(np.float32))
+    scores = torch.ones(len(g))
+    f0 = Frame(0, img, K=K, keypoints=torch.from_numpy(g.astype(np.float32)), scores=scores, descriptors=desc)
+    f1 = Frame(1, moved, K=K, keypoints=torch.from_numpy(np.round(truth)), scores=scores, descriptors=desc)
+    return f0, f1, truth
+
+
+def test_lk_refinement_places_continued_tracks_at_sub_pixel_positions():
+    f0, f1, truth = _shifted_pair()
+    tracker = Tracker(grid_cell=0, refine="lk")
+    tracker.track(f0)
+    result = tracker.track(f1)
+    xy = result.frame.keypoints.numpy()
+    assert result.stats.refined == len(truth) and (result.frame.track_ids >= 0).all()
+    assert np.abs(f1.keypoints.numpy() - truth).max() > 0.35  # the detections are off by the rounding
+    assert np.abs(xy - truth).max() < 0.1
+    assert torch.equal(f1.keypoints, torch.from_numpy(np.round(truth)))  # the input frame is not modified
+    off = Tracker(grid_cell=0, refine="off")
+    off.track(f0)
+    kept = off.track(f1)
+    assert kept.stats.refined == 0 and torch.equal(kept.frame.keypoints, f1.keypoints)
+
+
+def test_refinement_default_comes_from_the_extractor():
+    import models
+
+    assert Tracker(models.build("sift")).refine == "off"  # sub-pixel detector: LK would only add drift
+    assert Tracker(models.build("orb")).refine == "lk" and Tracker().refine == "lk"
+    assert Tracker(models.build("sift"), refine="lk").refine == "lk"
+    with pytest.raises(ValueError, match="refine must be"):
+        Tracker(refine="klt")
