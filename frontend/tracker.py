@@ -170,7 +170,7 @@ class Tracker:
         self.conf = {**self.default_conf, **conf}
         check_verify_method(self.conf["ransac_method"], "ransac_method")  # before the first frame, not at it
         if self.conf["refine"] not in (None, "lk", "off"):
-            raise ValueError(f"refine must be 'lk', 'off' or None (the extractor's choice), got {self.conf['refine']!r}")
+            raise ValueError(f"refine must be 'lk', 'off' or None (the extractor's), got {self.conf['refine']!r}")
         self.refine = self.conf["refine"] or getattr(extractor, "track_refine", "lk")
         default = extractor.default_matcher if extractor is not None else "dual_softmax"
         self.matcher = self.conf["matcher"] or default
