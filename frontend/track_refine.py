@@ -5,7 +5,7 @@ detector's localisation noise frame after frame (traqpoint-lite: 0.55 px median,
 the rendered demo; SIFT 0.12 / 0.71 px, ``benchmarks.tracking``), and the odometry triangulates
 and bundle-adjusts that noise. Here each continued track's new position starts at its matched
 detection and is moved to where the image patch around its previous position aligns best
-(pyramidal LK of OpenCV, one level: the detection is already within a few pixels). The
+(pyramidal LK of OpenCV, one level, a 9x9 patch: the detection is already within a few pixels). The
 association stays the descriptor match; only where the track's position is measured changes, and
 a track's first position is its detection. A refinement is accepted only when LK converged, its
 residual is finite and it moved the point at most ``max_shift`` px from the detection; otherwise
@@ -42,7 +42,7 @@ def refine_lk(
     cur_grey: np.ndarray,
     prev_xy: np.ndarray,
     cur_xy: np.ndarray,
-    window: int = 11,
+    window: int = 9,
     max_shift: float = 2.0,
     iterations: int = 10,
 ) -> tuple[np.ndarray, np.ndarray]:
