@@ -213,7 +213,9 @@ def measure_all(methods: list[Method], frames: list[np.ndarray], args: argparse.
     ``args.order``:
 
     - ``sequential`` (default): each method's passes back to back, then the next method (what a
-      user running one method sees).
+      user running one method sees), each method's warm-up frames run again (not timed) right
+      before its first pass: every method is prepared first, so without it the first method was
+      timed after the other networks' warm-ups had filled the heap and the caches.
     - ``interleaved``: round ``r`` runs every method's pass ``r`` before round ``r + 1`` starts,
       each pass after its method's warm-up frames again (not timed), so that every method sees the
       same host: a shared 2-core host drifted by ~30 % within minutes (seventh session: one
@@ -234,8 +236,11 @@ def measure_all(methods: list[Method], frames: list[np.ndarray], args: argparse.
         schedule = [m for _ in range(args.rounds) for m in methods]
     for i, method in enumerate(tqdm(schedule, desc=NAME, unit="pass", disable=None)):
         extractor = extractors[method.name]
-        if args.order == "interleaved" and i >= len(methods):
-            warm_up(extractor, frames[: args.warmup], args.num_kp)  # its caches after the other methods ran
+        first = not passes[method.name]
+        if (args.order == "interleaved" and i >= len(methods)) or (args.order == "sequential" and first):
+            # its caches and heap after the other methods ran (in sequential order: their warm-ups,
+            # which all come before the first method's rounds)
+            warm_up(extractor, frames[: args.warmup], args.num_kp)
         passes[method.name].append(latency_pass(extractor, frames, args.num_kp))
     found = {}
     for method in methods:
