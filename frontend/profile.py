@@ -94,7 +94,7 @@ def profile_backends(
 def profile_tracker(
     sequence: Path, methods: list[str], frames: int, num_keypoints: int, precision: str = "auto"
 ) -> dict:
-    """Mean/median per-frame tracker cost (ms) of match, verify and update, per method."""
+    """Mean/median per-frame tracker cost (ms) of match, verify, refine and update, per method."""
     out = {}
     for spec in methods:
         name, _, matcher = spec.partition("+")  # e.g. traqpoint-lite+mnn
@@ -107,7 +107,7 @@ def profile_tracker(
         row = {"matcher": tracker.matcher, "precision": extractor_precision(ext), "aktl": tracker.aktl}
         for key in ("keypoints", "matches", "inliers"):
             row[f"{key}_mean"] = float(np.mean([getattr(s, key) for s in stats]))
-        for key in ("t_match_ms", "t_verify_ms", "t_update_ms"):
+        for key in ("t_match_ms", "t_verify_ms", "t_refine_ms", "t_update_ms"):
             vals = [getattr(s, key) for s in stats]
             row[key] = {"mean": float(np.mean(vals)), "median": float(np.median(vals))}
         out[spec] = row
@@ -187,14 +187,15 @@ def run(args: argparse.Namespace) -> int:
         result["methods"] = res
         print(
             f"{'method':<22} {'matcher':<13} {'kp':>5} {'match':>6} {'inl':>5} {'AKTL':>6} "
-            f"{'t_match':>8} {'t_verify':>9} {'t_update':>9}  (ms, mean/median)"
+            f"{'t_match':>8} {'t_verify':>9} {'t_refine':>9} {'t_update':>9}  (ms, mean/median)"
         )
         for name, r in res.items():
-            tm, tv, tu = (r[k] for k in ("t_match_ms", "t_verify_ms", "t_update_ms"))
+            tm, tv, tr, tu = (r[k] for k in ("t_match_ms", "t_verify_ms", "t_refine_ms", "t_update_ms"))
             print(
                 f"{name:<22} {r['matcher']:<13} {r['keypoints_mean']:5.0f} {r['matches_mean']:6.0f} "
                 f"{r['inliers_mean']:5.0f} {r['aktl']:6.3f} {tm['mean']:4.1f}/{tm['median']:<4.1f} "
-                f"{tv['mean']:4.1f}/{tv['median']:<4.1f} {tu['mean']:4.1f}/{tu['median']:<4.1f}"
+                f"{tv['mean']:4.1f}/{tv['median']:<4.1f} {tr['mean']:4.1f}/{tr['median']:<4.1f} "
+                f"{tu['mean']:4.1f}/{tu['median']:<4.1f}"
             )
         print(machine_line(precision={name: r["precision"] for name, r in res.items()}))
     result["machine_after"] = machine()
