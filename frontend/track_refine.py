@@ -43,7 +43,7 @@ def refine_lk(
     prev_xy: np.ndarray,
     cur_xy: np.ndarray,
     window: int = 9,
-    max_shift: float = 2.0,
+    max_shift: float = 3.0,
     iterations: int = 10,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Refined positions ``[N, 2]`` float32 of ``cur_xy`` and the accepted mask ``[N]``.
