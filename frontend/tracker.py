@@ -13,7 +13,7 @@ Per frame ``t`` (keypoints/descriptors from the :class:`~frontend.engine.Extract
    new position is moved from its matched detection to where the patch around its previous
    position aligns (Lucas-Kanade, :mod:`frontend.track_refine`), so a track is measured to a
    fraction of a pixel even where the detector places keypoints on a pixel grid (demo, ``lk``
-   against the detection: traqpoint-lite median error 0.55 -> 0.34 px, ORB 0.88 -> 0.23 px;
+   against the detection: traqpoint-lite median error 0.55 -> 0.32 px, ORB 0.88 -> 0.16 px;
    ``benchmarks.tracking``). The association is still the descriptor match;
 4. **update**: an inlier whose frame ``t - 1`` keypoint carried a track continues that track;
    every active track without one ends; keypoints of frame ``t`` that continue nothing are
@@ -239,7 +239,7 @@ class Tracker:
 
     # -- one frame ---------------------------------------------------------------------------
     def track(self, frame: Frame) -> TrackResult:
-        """Match ``frame`` to the previous one, verify, update tracks; see the module docstring."""
+        """Match ``frame`` to the previous one, verify, refine, update tracks; see the module docstring."""
         if not frame.has_features:
             raise ValueError(f"frame {frame.index} has no features; run it through an ExtractionEngine first")
         kpts = frame.keypoints.detach().cpu().float().numpy().reshape(-1, 2).copy()  # refined in place below
