@@ -51,7 +51,8 @@ def test_a_move_beyond_max_shift_keeps_the_detection():
 @pytest.mark.parametrize(
     "image",
     [np.full((4, 5), 7, np.uint8), np.full((4, 5, 3), 7, np.uint8), torch.full((4, 5), 7, dtype=torch.uint8),
-     torch.full((1, 4, 5), 7 / 255.0), torch.full((3, 4, 5), 7 / 255.0)],
+     torch.full((1, 4, 5), 7 / 255.0), torch.full((3, 4, 5), 7 / 255.0), np.full((4, 5), 7 / 255.0),
+     np.full((4, 5), 7 * 257, np.uint16)],
 )
 def test_grey_uint8_takes_every_frame_layout(image):
     g = grey_uint8(image)
