@@ -20,23 +20,20 @@ import cv2
 import numpy as np
 import torch
 
+from models.image_io import to_grey
+
 LK_FLAGS = cv2.OPTFLOW_USE_INITIAL_FLOW
 
 
 def grey_uint8(image: np.ndarray | torch.Tensor) -> np.ndarray:
-    """``H x W`` uint8 grey image from a frame's image: numpy ``H x W [x 3]`` or tensor ``[C,] H, W``,
-    ``uint8``, ``uint16`` (scaled by 1/257) or float in ``[0, 1]``."""
+    """``H x W`` uint8 grey image of a frame's image (numpy ``H x W [x 3]`` or tensor ``[C,] H, W``),
+    converted as the engine converts it for the detector (:func:`models.image_io.to_grey`), so LK
+    aligns the pixels the keypoints were found in."""
     if isinstance(image, torch.Tensor):
         image = image.detach().cpu().numpy()
         if image.ndim == 3:  # [C, H, W] -> H x W x C
             image = np.moveaxis(image, 0, -1)
-    if image.dtype == np.uint16:
-        image = (image // 257).astype(np.uint8)
-    elif image.dtype != np.uint8:  # float in [0, 1]
-        image = (np.clip(np.nan_to_num(image.astype(np.float32)), 0, 1) * 255).round().astype(np.uint8)
-    if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.shape[2] == 3 else image[..., 0]
-    return np.ascontiguousarray(image)
+    return np.ascontiguousarray(to_grey(image))
 
 
 def refine_lk(

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from frontend.track_refine import grey_uint8, refine_lk
+from models.image_io import to_grey
 
 
 def textured(h: int = 120, w: int = 160, seed: int = 0) -> np.ndarray:
@@ -50,10 +51,17 @@ def test_a_move_beyond_max_shift_keeps_the_detection():
 
 @pytest.mark.parametrize(
     "image",
-    [np.full((4, 5), 7, np.uint8), np.full((4, 5, 3), 7, np.uint8), torch.full((4, 5), 7, dtype=torch.uint8),
-     torch.full((1, 4, 5), 7 / 255.0), torch.full((3, 4, 5), 7 / 255.0), np.full((4, 5), 7 / 255.0),
-     np.full((4, 5), 7 * 257, np.uint16)],
+    [np.full((8, 10), 7, np.uint8), np.full((8, 10, 3), 7, np.uint8), torch.full((8, 10), 7, dtype=torch.uint8),
+     torch.full((1, 8, 10), 7 / 255.0), torch.full((3, 8, 10), 7 / 255.0), np.full((8, 10), 7 / 255.0),
+     np.full((8, 10), 7, np.uint16)],
 )
 def test_grey_uint8_takes_every_frame_layout(image):
     g = grey_uint8(image)
-    assert g.shape == (4, 5) and g.dtype == np.uint8 and (g == 7).all()
+    assert g.shape == (8, 10) and g.dtype == np.uint8 and (g == 7).all()
+
+
+def test_grey_uint8_is_the_engines_conversion():
+    rng = np.random.default_rng(2)
+    rgb = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    assert np.array_equal(grey_uint8(rgb), to_grey(rgb))
+    assert np.array_equal(grey_uint8(torch.from_numpy(rgb).permute(2, 0, 1)), to_grey(rgb))
