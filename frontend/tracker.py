@@ -52,6 +52,11 @@ from .track_refine import grey_uint8, refine_lk
 DUAL_SOFTMAX_KWARGS = {"temperature": 20.0, "threshold": 0.01}  # the paper's matcher settings
 
 
+def keypoints_xy(frame: Frame) -> np.ndarray:
+    """``frame.keypoints`` as a float32 numpy ``[N, 2]`` (a view where the tensor is on the CPU)."""
+    return frame.keypoints.detach().cpu().float().numpy().reshape(-1, 2)
+
+
 @dataclass
 class FrameStats:
     """What the tracker did on one frame."""
@@ -242,7 +247,7 @@ class Tracker:
         """Match ``frame`` to the previous one, verify, refine, update tracks; see the module docstring."""
         if not frame.has_features:
             raise ValueError(f"frame {frame.index} has no features; run it through an ExtractionEngine first")
-        kpts = frame.keypoints.detach().cpu().float().numpy().reshape(-1, 2).copy()  # refined in place below
+        kpts = keypoints_xy(frame).copy()  # refined in place below
         if self.tracks is None:
             self.tracks = Tracks.empty(frame.descriptors.shape[-1], self.conf["history"])
         t0 = time.perf_counter()
@@ -289,7 +294,7 @@ class Tracker:
         cont = inliers[self._rows[inliers[:, 0]] >= 0]
         if len(cont) == 0:
             return 0
-        prev_xy = self._prev.keypoints.detach().cpu().float().numpy().reshape(-1, 2)[cont[:, 0]]
+        prev_xy = keypoints_xy(self._prev)[cont[:, 0]]
         xy, ok = refine_lk(prev_grey, grey, prev_xy, kpts[cont[:, 1]], self.conf["refine_window"],
                            self.conf["refine_max_shift"])  # fmt: skip
         kpts[cont[:, 1]] = xy
@@ -316,7 +321,7 @@ class Tracker:
     def _verify(self, f0: Frame | None, kpts1: np.ndarray, matches: np.ndarray) -> tuple[np.ndarray, bool]:
         if f0 is None or not self.conf["verify"] or len(matches) == 0:
             return np.ones(len(matches), dtype=bool), False
-        kpts0 = f0.keypoints.cpu().float().numpy().reshape(-1, 2)
+        kpts0 = keypoints_xy(f0)
         limit = self.conf["max_displacement"] * float(np.hypot(*f0.image_hw))
         if limit > 0:
             near = np.linalg.norm(kpts0[matches[:, 0]] - kpts1[matches[:, 1]], axis=1) <= limit
