@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -25,6 +27,20 @@ def randomised(cls: type[torch.nn.Module], **conf: object) -> torch.nn.Module:
             m.running_mean.uniform_(-0.5, 0.5)
             m.running_var.uniform_(0.5, 2.0)
     return net
+
+
+def textured(h: int = 120, w: int = 160, seed: int = 0) -> np.ndarray:
+    """A smooth random texture (blurred noise), uint8 ``h x w``: every patch has gradients for LK."""
+    rng = np.random.default_rng(seed)
+    img = cv2.GaussianBlur(rng.uniform(0, 255, (h, w)).astype(np.float32), (0, 0), 2.0)
+    img = (img - img.min()) / (img.max() - img.min()) * 255
+    return img.astype(np.uint8)
+
+
+def shifted(img: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """``img`` translated by ``(dx, dy)`` px (content at x moves to x + dx), cubic, reflected border."""
+    M = np.float32([[1, 0, dx], [0, 1, dy]])
+    return cv2.warpAffine(img, M, img.shape[::-1], flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
 
 
 KITTI06 = DATA / "kitti_mini" / "sequences" / "06"

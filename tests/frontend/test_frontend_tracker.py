@@ -9,6 +9,7 @@ import torch
 from frontend.frame import Frame
 from frontend.geometry import select_uniform, verify_fundamental
 from frontend.tracker import Tracker
+from tests.conftest import shifted, textured
 
 H, W = 480, 640
 K = np.array([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]])
@@ -234,13 +235,9 @@ def test_verification_method_is_a_checked_setting():
 def _shifted_pair(dx: float = 0.3, dy: float = -0.6):
     """Two textured frames, the second the first moved by ``(dx, dy)`` px, with a grid of keypoints:
     exact in frame 0, rounded to the pixel grid in frame 1 (a detector without sub-pixel output)."""
-    import cv2
-
-    rng = np.random.default_rng(3)
-    img = cv2.GaussianBlur(rng.uniform(0, 255, (H, W)).astype(np.float32), (0, 0), 2.0)
-    img = ((img - img.min()) / (img.max() - img.min()) * 255).astype(np.uint8)
-    moved = cv2.warpAffine(img, np.float32([[1, 0, dx], [0, 1, dy]]), (W, H), flags=cv2.INTER_CUBIC,
-                           borderMode=cv2.BORDER_REFLECT)  # fmt: skip
+    img = textured(H, W, seed=3)
+    moved = shifted(img, dx, dy)
+    rng = np.random.default_rng(4)
     g = np.stack(np.meshgrid(np.arange(40, W - 40, 71), np.arange(40, H - 40, 61)), -1).reshape(-1, 2)
     truth = (g + np.float32([dx, dy])).astype(np.float32)
     desc = torch.from_numpy(np.linalg.qr(rng.normal(size=(64, 64)))[0][: len(g)].astype(np.float32))

@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
 from frontend.track_refine import grey_uint8, refine_lk
 from models.image_io import to_grey
-
-
-def textured(h: int = 120, w: int = 160, seed: int = 0) -> np.ndarray:
-    """A smooth random texture (blurred noise), uint8."""
-    rng = np.random.default_rng(seed)
-    img = cv2.GaussianBlur(rng.uniform(0, 255, (h, w)).astype(np.float32), (0, 0), 2.0)
-    img = (img - img.min()) / (img.max() - img.min()) * 255
-    return img.astype(np.uint8)
-
-
-def shifted(img: np.ndarray, dx: float, dy: float) -> np.ndarray:
-    """``img`` translated by ``(dx, dy)`` px: content at x moves to x + dx."""
-    M = np.float32([[1, 0, dx], [0, 1, dy]])
-    return cv2.warpAffine(img, M, img.shape[::-1], flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+from tests.conftest import shifted, textured
 
 
 def test_recovers_a_sub_pixel_shift_from_rounded_detections():
