@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from models.errors import BadInputError
+from models.errors import BadInputError, MissingFileError
 
 Rule = tuple[Callable[[object], bool], str]
 
@@ -60,6 +60,8 @@ RULES: dict[str, Rule] = {
     "ratio_thresh": _real(0.0, 1.0, open_lo=True),
     "sim_thresh": _real(-1.0, 1.0),
     "entropy_weight": _real(0.0),
+    "teacher_weight": _real(0.0),
+    "teacher_warmup": _int_at_least(0),
 }
 
 #: settings that may stay unset
@@ -89,6 +91,10 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         lo, hi = args.warp_scale
         if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
             raise BadInputError(f"--warp_scale MIN MAX needs 0 < MIN <= MAX, got {lo} {hi}")
+    for dest in ("init_weights", "teacher"):  # named files must exist before any work starts
+        path = getattr(args, dest, None)
+        if path and not Path(path).is_file():
+            raise MissingFileError(f"{names.get(dest, dest)} {path}: file not found")
     if getattr(args, "out", None) is not None:
         check_output_dir(Path(args.out))
 

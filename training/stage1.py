@@ -25,10 +25,12 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from models.errors import TraqPointError
+from models.sampling import sample_descriptors
+from models.weights_io import load_checkpoint
 from training.config import common_parser, load_config
 from training.launch import self_launch, under_launcher, worker_count
 from training.losses import grid_correspondences, pair_loss
-from training.nets import Describe, build_net
+from training.nets import Describe, build_net, load_descriptor
 from training.runtime import (
     CSVLog,
     NonFiniteLoss,
@@ -42,6 +44,8 @@ from training.runtime import (
     step_generator,
     unwrap,
 )
+from training.teacher import TeacherMaps, distillation_loss, teacher_dim
+from training.warping import warp_points
 
 log = logging.getLogger("training.stage1")
 
@@ -51,6 +55,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--num_points", type=int, help="correspondences per pair in the loss")
     p.add_argument("--temperature", type=float, help="dual-softmax temperature")
     p.add_argument("--matchability_weight", type=float, help="weight of the matchability loss")
+    p.add_argument("--init_weights", help="start the network from this file (a stage-1 / shipped network or a "
+                   "training checkpoint; its policy is kept frozen) with a fresh optimiser and schedule")
+    p.add_argument("--teacher", help="ALIKE weight file whose dense descriptors the student distils "
+                   "(homography items; training.teacher); empty: no teacher")
+    p.add_argument("--teacher_weight", type=float, help="weight of the teacher loss (0: off)")
+    p.add_argument("--teacher_cache", help="folder caching the teacher's maps of the training photographs")
+    p.add_argument("--teacher_warmup", type=int, help="first steps in which the teacher loss trains only the "
+                   "projection (the student's descriptors detached), so a random projection does not disturb them")
     return p
 
 
@@ -78,6 +90,19 @@ def make_dataset(args: argparse.Namespace, n_views: int, length: int):
     return homography
 
 
+def homography_pool(dataset) -> list:
+    """The photographs of the homography source of ``dataset`` (plain or mixed), for the teacher."""
+    for source in (dataset, *getattr(dataset, "sources", ())):
+        if hasattr(source, "pool"):
+            return source.pool
+    raise TraqPointError("--teacher needs homography items (--data_kind homography or mixed)")
+
+
+def model_descriptor_dim(net: torch.nn.Module) -> int:
+    """D of the network's dense descriptors."""
+    return int(getattr(net, "descriptor_dim", None) or net.conf["descriptor_dim"])
+
+
 def make_loader(dataset, args, rank: int, world: int, start_step: int) -> DataLoader:
     """Each rank reads its own shard; a resumed run skips the items of finished steps."""
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
@@ -92,14 +117,23 @@ def make_loader(dataset, args, rank: int, world: int, start_step: int) -> DataLo
     )
 
 
-def batch_loss(model, batch: dict, args, device, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-    """Sum of pair losses over a batch of two-view items."""
+def batch_loss(
+    model, batch: dict, args, device, generator: torch.Generator | None = None, teacher: TeacherMaps | None = None,
+    step: int = 0,
+) -> dict[str, torch.Tensor]:
+    """Sum of pair losses over a batch of two-view items (+ the teacher term when ``teacher`` is given;
+    before step ``args.teacher_warmup`` it trains the projection only)."""
     images = batch["images"].to(device)  # [B, 2, 1, H, W]
     b, _, _, h, w = images.shape
     out = model(images.flatten(0, 1))
+    projection = getattr(unwrap(model), "distill", None)
     # zero tied to the graph: a batch without correspondences still back-propagates (DDP all-reduce)
     zero = sum(v.sum() for v in out.values()) * 0.0
+    if projection is not None:
+        zero = zero + projection.weight.sum() * 0.0
     terms = {"descriptor": zero, "matchability": zero, "accuracy": zero.detach()}
+    if projection is not None:
+        terms["teacher"] = zero
     for i in range(b):
         item = {k: v[i] for k, v in batch.items() if k != "images"}
         pa, pb = grid_correspondences(item, (h, w), 8, args.num_points, generator)
@@ -109,8 +143,30 @@ def batch_loss(model, batch: dict, args, device, generator: torch.Generator | No
         sel = lambda k, j: {key: v[2 * k + j : 2 * k + j + 1] for key, v in out.items()}  # noqa: E731
         for key, v in pair_loss(sel(i, 0), sel(i, 1), pa, pb, (h, w), args.temperature).items():
             terms[key] = terms[key] + v / b
+        if projection is not None and teacher is not None and "source" in item:
+            detach = step < (args.teacher_warmup or 0)
+            term = teacher_term(out, item, i, pa, pb, (h, w), teacher, projection, detach)
+            terms["teacher"] = terms["teacher"] + term / b
     terms["total"] = terms["descriptor"] + args.matchability_weight * terms["matchability"]
+    if "teacher" in terms:
+        terms["total"] = terms["total"] + args.teacher_weight * terms["teacher"]
     return terms
+
+
+def teacher_term(out: dict, item: dict, i: int, pa: torch.Tensor, pb: torch.Tensor, hw: tuple[int, int],
+                 teacher: TeacherMaps, projection: torch.nn.Module, detach: bool = False) -> torch.Tensor:
+    """The distillation loss of pair ``i``'s two views at its correspondences ``pa``, ``pb`` ``[N, 2]``:
+    both are read against the teacher's descriptor of their common source-photo point (``detach``:
+    the gradient reaches the projection only)."""
+    src = warp_points(torch.linalg.inv(item["H"][0].double()).float(), pa.cpu())
+    target, inside = teacher.sample(int(item["source"]), src)
+    target, inside = target.to(pa.device), inside.to(pa.device)
+    loss = 0.0
+    for view, pts in ((0, pa), (1, pb)):
+        d = sample_descriptors(out["descriptors"][2 * i + view : 2 * i + view + 1], pts[None], hw)[0]
+        d = d.detach() if detach else d
+        loss = loss + 0.5 * distillation_loss(d[inside], target[inside], projection)
+    return loss
 
 
 def train(args: argparse.Namespace) -> Path:
@@ -119,12 +175,20 @@ def train(args: argparse.Namespace) -> Path:
     out = Path(args.out)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-    net = build_net(args.model, args.backbone_weights).to(device)
-    model = Describe(net).to(device)
+    net = build_net(args.model, args.backbone_weights)
+    if args.init_weights:
+        load_descriptor(net, load_checkpoint(args.init_weights, "--init_weights"), args.init_weights)
+    model = Describe(net)
+    if args.teacher and args.teacher_weight > 0:  # trained with the student, not part of stage1.pt
+        model.distill = torch.nn.Linear(model_descriptor_dim(net), teacher_dim(args.teacher), bias=False)
+    model = model.to(device)
     optimizer, scheduler, total, step = start_optimisation(args, model, out)
     if world > 1:
         model = DistributedDataParallel(model)
     dataset = make_dataset(args, 2, total * args.batch_size * world)
+    teacher = None
+    if args.teacher and args.teacher_weight > 0:
+        teacher = TeacherMaps(homography_pool(dataset), args.teacher, args.teacher_cache)
     loader = make_loader(dataset, args, rank, world, step)
     logger = CSVLog(out / "log_stage1.csv", enabled=rank == 0)
     bar = tqdm(total=total, initial=step, disable=rank != 0, desc="stage1", dynamic_ncols=True)
@@ -134,7 +198,7 @@ def train(args: argparse.Namespace) -> Path:
         if step >= total:
             break
         generator = step_generator(args.seed, step, world, rank)  # point subsampling: exact on resume
-        terms = batch_loss(model, batch, args, device, generator)
+        terms = batch_loss(model, batch, args, device, generator, teacher, step)
         check_finite(terms["total"], step + 1, out)
         optimise(terms["total"], optimizer, scheduler)
         step += 1

@@ -88,7 +88,8 @@ def render_views(
 
 
 class HomographyViews(Dataset):
-    """Item ``i``: ``images [n, 1, H, W]`` in [0, 1], ``H [n, 3, 3]`` (view <- source), ``valid [n, 1, H, W]``.
+    """Item ``i``: ``images [n, 1, H, W]`` in [0, 1], ``H [n, 3, 3]`` (view <- source), ``valid [n, 1, H, W]``,
+    ``source`` (``[]`` int64: the photograph's index in ``pool``, e.g. for :mod:`training.teacher`).
 
     ``n = 2`` for stage-1 pairs, ``n = 5`` for stage-2 sequences. ``length`` is virtual: items are
     generated on the fly from ``(seed, i)``.
@@ -113,10 +114,11 @@ class HomographyViews(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, i])
-        src = self.pool[rng.integers(len(self.pool))]
-        views, hs, masks = render_views(rng, src, self.n, self.hw, self.cfg)
+        index = int(rng.integers(len(self.pool)))
+        views, hs, masks = render_views(rng, self.pool[index], self.n, self.hw, self.cfg)
         return {
             "images": torch.from_numpy(views)[:, None].float() / 255.0,
             "H": torch.from_numpy(hs).float(),
             "valid": torch.from_numpy(masks)[:, None],
+            "source": torch.tensor(index),
         }
