@@ -59,7 +59,7 @@ def parser() -> argparse.ArgumentParser:
                    "training checkpoint; its policy is kept frozen) with a fresh optimiser and schedule")
     p.add_argument("--teacher", help="ALIKE weight file whose dense descriptors the student distils "
                    "(homography items; training.teacher); empty: no teacher")
-    p.add_argument("--teacher_weight", type=float, help="weight of the teacher loss (0: off)")
+    p.add_argument("--teacher_weight", type=float, help="weight of the teacher loss when --teacher is given (0: off)")
     p.add_argument("--teacher_cache", help="folder caching the teacher's maps of the training photographs")
     p.add_argument("--teacher_warmup", type=int, help="first steps in which the teacher loss trains only the "
                    "projection (the student's descriptors detached), so a random projection does not disturb them")
@@ -189,6 +189,8 @@ def train(args: argparse.Namespace) -> Path:
     teacher = None
     if args.teacher and args.teacher_weight > 0:
         teacher = TeacherMaps(homography_pool(dataset), args.teacher, args.teacher_cache)
+    elif args.teacher:
+        log.warning("--teacher %s with --teacher_weight 0: no teacher term is trained", args.teacher)
     loader = make_loader(dataset, args, rank, world, step)
     logger = CSVLog(out / "log_stage1.csv", enabled=rank == 0)
     bar = tqdm(total=total, initial=step, disable=rank != 0, desc="stage1", dynamic_ncols=True)

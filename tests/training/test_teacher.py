@@ -146,3 +146,24 @@ def test_teacher_file_of_another_kind_is_refused(tmp_path):
     bad.write_bytes(b"x")
     with pytest.raises(BadInputError, match="alike-<t|s|n|l>"):
         teacher_dim(bad)
+
+
+def test_naming_a_teacher_is_enough(photo_dir, tmp_path):
+    """The recipes name no teacher; naming one uses the recipe's weight (1.0), no second flag."""
+    base = ["--data", str(photo_dir), "--out", str(tmp_path / "o")]
+    plain = stage1.load_config(stage1.parser(), base)
+    assert plain.teacher is None and plain.teacher_weight == 1.0
+    if ALIKE_N.is_file():
+        named = stage1.load_config(stage1.parser(), [*base, "--teacher", str(ALIKE_N)])
+        assert named.teacher == str(ALIKE_N) and named.teacher_weight == 1.0
+
+
+def test_teacher_with_zero_weight_warns(photo_dir, tmp_path, caplog):
+    weights = tmp_path / "alike-n.pth"
+    weights.write_bytes(b"x")  # never read: with weight 0 no teacher is built
+    args = ["--config", "stage1_lite.yaml", "--data", str(photo_dir), "--out", str(tmp_path / "run"), *TINY,
+            "--model", "lite2", "--max-steps", "1", "--ckpt_every", "100", "--teacher", str(weights),
+            "--teacher_weight", "0"]
+    with caplog.at_level("WARNING"):
+        assert stage1.main(args) == 0
+    assert "no teacher term" in caplog.text
