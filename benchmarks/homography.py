@@ -32,8 +32,11 @@ from .metrics.homography import (
     accuracy,
     corner_error,
     estimate_homography,
+    local_zoom,
     match_errors,
     matching_accuracy,
+    repeatability,
+    zoom_range,
 )
 from .plots import plot_curves
 
@@ -102,10 +105,12 @@ def load_pairs(root: Path) -> tuple[list[HomographyPair], int, int]:
 
 def evaluate_method(
     method: Method, pairs: list[HomographyPair], resize: Resize, cache: FeatureCache, ransac: HomographyRansac
-) -> tuple[dict, np.ndarray]:
-    """Metrics of :data:`KEYS` for one method and its MMA curve over :data:`MMA_THRESHOLDS` (percent)."""
+) -> tuple[dict, np.ndarray, list[dict]]:
+    """Metrics of :data:`KEYS` for one method, its MMA curve over :data:`MMA_THRESHOLDS` (percent) and
+    per pair: the zoom of ``H`` at image 0's centre and its range over the image (perspective makes it
+    vary), matches, MMA@3 and keypoint repeatability@3 (percent)."""
     cache.export(method, list(dict.fromkeys(p for pair in pairs for p in (pair.image0, pair.image1))), resize)
-    mma, corner_errors = [], []
+    mma, corner_errors, per_pair = [], [], []
     for pair in tqdm(pairs, desc=f"homography {method.name}", unit="pair", leave=False, disable=None):
         f0, f1 = cache.get(method, pair.image0, resize), cache.get(method, pair.image1, resize)
         H = scale_matrix(*f1.scale) @ pair.H @ np.linalg.inv(scale_matrix(*f0.scale))  # into the extracted frames
@@ -113,11 +118,19 @@ def evaluate_method(
         pts0, pts1 = f0.keypoints[matches[:, 0]], f1.keypoints[matches[:, 1]]
         mma.append(matching_accuracy(match_errors(pts0, pts1, H), MMA_THRESHOLDS))
         corner_errors.append(corner_error(estimate_homography(pts0, pts1, ransac)[0], H, *f0.size))
+        per_pair.append({
+            "pair": f"{pair.sequence}/{pair.image0.stem}-{pair.image1.stem}",
+            "zoom": local_zoom(H, f0.size[0] / 2, f0.size[1] / 2),
+            "zoom_range": zoom_range(H, *f0.size),
+            "matches": len(matches),
+            "mma3": 100 * float(mma[-1][MMA_THRESHOLDS.index(3)]),
+            "repeatability3": 100 * repeatability(f0.keypoints, f1.keypoints, H, f1.size, 3.0),
+        })
     curve = 100 * np.mean(mma, axis=0)
     hacc = 100 * accuracy(corner_errors, HACC_THRESHOLDS)
     metrics = {f"mma{t}": float(curve[MMA_THRESHOLDS.index(t)]) for t in (1, 3, 5, 10)}
     metrics.update({f"hacc{t}": float(v) for t, v in zip(HACC_THRESHOLDS, hacc)})
-    return metrics, curve
+    return metrics, curve, per_pair
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -136,11 +149,11 @@ def run(args: argparse.Namespace) -> runner.Outcome:
     ransac = HomographyRansac(threshold_px=args.ransac_th)
     methods = runner.methods_from_args(args)
     cache = runner.cache_from_args(args, NAME)
-    metrics, curves = {}, {}
+    metrics, curves, per_pair = {}, {}, {}
     try:
         for m in methods:
             if m.extractor is not None:
-                metrics[m.name], curves[m.name] = evaluate_method(m, pairs, resize, cache, ransac)
+                metrics[m.name], curves[m.name], per_pair[m.name] = evaluate_method(m, pairs, resize, cache, ransac)
     finally:
         cache.close()
     config = {
@@ -155,7 +168,8 @@ def run(args: argparse.Namespace) -> runner.Outcome:
             "error": "mean distance of the 4 image-0 corners mapped by the estimate and the truth, px",
         },
     }
-    data = {"sequences": sequences, "pairs_evaluated": len(pairs), "pairs_skipped_missing_files": skipped}
+    data = {"sequences": sequences, "pairs_evaluated": len(pairs), "pairs_skipped_missing_files": skipped,
+            "per_pair": per_pair}
     result = runner.make_result(NAME, args.root, config, methods, metrics, data)
     return runner.Outcome(result, {"curves": curves})
 

@@ -47,6 +47,38 @@ def match_errors(pts0: np.ndarray, pts1: np.ndarray, H: np.ndarray) -> np.ndarra
     return np.linalg.norm(warp_points(pts0, H) - pts1, axis=1)
 
 
+def local_zoom(H: np.ndarray, x: float, y: float) -> float:
+    """Linear scale factor of ``H [3, 3]`` at pixel ``(x, y)`` of image 0: ``sqrt(|det J|)`` of its Jacobian
+    (> 1: image k shows that region larger)."""
+    p = H @ np.array([x, y, 1.0])
+    w = p[2]
+    jac = (H[:2, :2] * w - np.outer(p[:2], H[2, :2])) / (w * w)
+    return float(np.sqrt(abs(np.linalg.det(jac))))
+
+
+def zoom_range(H: np.ndarray, width: int, height: int) -> tuple[float, float]:
+    """Smallest and largest :func:`local_zoom` of ``H`` over image 0's centre and four corners."""
+    zooms = [local_zoom(H, x, y) for x, y in [(width / 2, height / 2), *image_corners(width, height)]]
+    return min(zooms), max(zooms)
+
+
+def repeatability(
+    kpts0: np.ndarray, kpts1: np.ndarray, H: np.ndarray, size1: tuple[int, int], threshold: float
+) -> float:
+    """Fraction of ``kpts0 [N, 2]`` that ``H`` maps inside image 1 (``size1`` = width, height) with a
+    keypoint of ``kpts1 [M, 2]`` within ``threshold`` px (one direction; NaN when none lands inside)."""
+    from scipy.spatial import cKDTree
+
+    w = warp_points(kpts0, H)
+    inside = (w[:, 0] >= 0) & (w[:, 1] >= 0) & (w[:, 0] <= size1[0] - 1) & (w[:, 1] <= size1[1] - 1)
+    if not inside.any():
+        return float("nan")
+    if len(kpts1) == 0:
+        return 0.0
+    dist, _ = cKDTree(kpts1).query(w[inside], k=1)
+    return float((dist <= threshold).mean())
+
+
 def matching_accuracy(errors: np.ndarray, thresholds: tuple[int, ...] = MMA_THRESHOLDS) -> np.ndarray:
     """Fraction of matches within each threshold (zeros when there is no match)."""
     if len(errors) == 0:

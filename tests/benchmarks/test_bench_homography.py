@@ -34,8 +34,19 @@ def test_churchill_sift_floors(cache_dir, tmp_path):
     out = _run(["--methods", "sift", "--cache", str(cache_dir), "--plot", str(tmp_path / "mma.png")])
     result = out.result
     runner.validate_result(result, homography.KEYS)
+    per_pair = result["data"].pop("per_pair")
     assert result["data"] == {"sequences": 1, "pairs_evaluated": 5, "pairs_skipped_missing_files": 0}
     sift = result["methods"]["sift"]
+    rows = per_pair["sift"]
+    assert [r["pair"] for r in rows] == [f"churchill/1-{k}" for k in range(2, 7)]
+    assert sum(r["mma3"] for r in rows) / 5 == pytest.approx(sift["mma3"])
+    assert all(0 <= r["repeatability3"] <= 100 and r["matches"] > 0 for r in rows)
+    # at image 1's centre churchill zooms in, then out (1.18, 1.15, 0.89, 0.88, 0.72); perspective makes
+    # the local zoom range over the image much wider (pair 1-3: 0.60 to 3.69)
+    zoom = [r["zoom"] for r in rows]
+    assert zoom[0] > 1.1 and zoom[4] < 0.8, zoom
+    assert all(lo < z < hi for z, (lo, hi) in zip(zoom, (r["zoom_range"] for r in rows)))
+    assert rows[1]["zoom_range"][1] > 3.0
     # measured (2048 SIFT, full resolution): MMA 54.0 / 80.8 / 85.7 / 87.9, HAcc 40 / 40 / 60
     assert sift["mma1"] >= 45 and sift["mma3"] >= 72 and sift["mma10"] >= 80
     assert sift["mma1"] <= sift["mma3"] <= sift["mma5"] <= sift["mma10"]
@@ -50,6 +61,7 @@ def test_hpatches_layout_and_missing_files(cache_dir, tmp_path):
     _link_sequence(root / "v_church", drop=("4.ppm", "H_1_6"))  # two pairs lose a file
     (root / "not_a_sequence").mkdir()
     result = _run(["--root", str(root), "--methods", "orb", "--cache", str(cache_dir)]).result
+    assert len(result["data"].pop("per_pair")["orb"]) == 8
     assert result["data"] == {"sequences": 2, "pairs_evaluated": 8, "pairs_skipped_missing_files": 2}
     assert result["methods"]["orb"]["mma10"] > 30
 

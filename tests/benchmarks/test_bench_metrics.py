@@ -188,3 +188,31 @@ def test_rpe_frames_and_bad_input():
     bad[3, 0, 3] = np.nan
     with pytest.raises(BadInputError, match="NaN"):
         trajectory.kitti_metrics(gt, bad)
+
+
+def test_local_zoom_of_known_homographies():
+    assert hm.local_zoom(np.eye(3), 10, 20) == pytest.approx(1.0)
+    assert hm.local_zoom(np.diag([2.5, 2.5, 1.0]), 100, 50) == pytest.approx(2.5)
+    H = np.array([[1.2, 0.1, 5.0], [-0.05, 0.9, 3.0], [1e-3, 2e-4, 1.0]])
+    x, y, eps = 120.0, 80.0, 1e-4  # against a numerical Jacobian
+    f = lambda p: hm.warp_points(np.array([p]), H)[0]  # noqa: E731
+    dx = (f((x + eps, y)) - f((x - eps, y))) / (2 * eps)
+    dy = (f((x, y + eps)) - f((x, y - eps))) / (2 * eps)
+    jac = np.stack([dx, dy], 1)
+    assert hm.local_zoom(H, x, y) == pytest.approx(math.sqrt(abs(np.linalg.det(jac))), rel=1e-6)
+
+
+def test_repeatability_counts_points_inside_with_a_partner():
+    H = np.array([[1.0, 0, 10.0], [0, 1.0, 0], [0, 0, 1.0]])  # shift right by 10 px
+    k0 = np.array([[0.0, 0.0], [20.0, 5.0], [95.0, 5.0], [40.0, 40.0]])  # the third lands outside (105 > 99)
+    k1 = np.array([[10.5, 0.0], [30.0, 9.5], [50.0, 40.0]])  # partners at 0.5, 4.5 and 0 px
+    assert hm.repeatability(k0, k1, H, (100, 100), 3.0) == pytest.approx(2 / 3)
+    assert hm.repeatability(k0, k1, H, (100, 100), 5.0) == pytest.approx(1.0)
+    assert hm.repeatability(k0, k1[:0], H, (100, 100), 3.0) == 0.0
+    assert math.isnan(hm.repeatability(k0 + 500, k1, H, (100, 100), 3.0))
+
+
+def test_zoom_range_brackets_the_centre():
+    H = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1e-3, 0.0, 1.0]])  # perspective along x
+    lo, hi = hm.zoom_range(H, 200, 100)
+    assert lo < hm.local_zoom(H, 100, 50) < hi and hi == pytest.approx(1.0)
