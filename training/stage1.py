@@ -98,6 +98,14 @@ def homography_pool(dataset) -> list:
     raise TraqPointError("--teacher needs homography items (--data_kind homography or mixed)")
 
 
+def network_state(state: dict) -> dict:
+    """A network's state dict from a network file or a stage-1 training checkpoint (whose model is
+    the :class:`Describe` wrapper: keys ``net.*``, plus ``distill.*`` of a teacher run)."""
+    if state and all(k.startswith(("net.", "distill.")) for k in state):
+        return {k[4:]: v for k, v in state.items() if k.startswith("net.")}
+    return state
+
+
 def model_descriptor_dim(net: torch.nn.Module) -> int:
     """D of the network's dense descriptors."""
     return int(getattr(net, "descriptor_dim", None) or net.conf["descriptor_dim"])
@@ -177,7 +185,7 @@ def train(args: argparse.Namespace) -> Path:
         out.mkdir(parents=True, exist_ok=True)
     net = build_net(args.model, args.backbone_weights)
     if args.init_weights:
-        load_descriptor(net, load_checkpoint(args.init_weights, "--init_weights"), args.init_weights)
+        load_descriptor(net, network_state(load_checkpoint(args.init_weights, "--init_weights")), args.init_weights)
     model = Describe(net)
     if args.teacher and args.teacher_weight > 0:  # trained with the student, not part of stage1.pt
         model.distill = torch.nn.Linear(model_descriptor_dim(net), teacher_dim(args.teacher), bias=False)

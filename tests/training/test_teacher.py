@@ -167,3 +167,14 @@ def test_teacher_with_zero_weight_warns(photo_dir, tmp_path, caplog):
     with caplog.at_level("WARNING"):
         assert stage1.main(args) == 0
     assert "no teacher term" in caplog.text
+
+
+def test_init_weights_from_a_training_checkpoint(photo_dir, tmp_path):
+    """The committed stage-1 checkpoint (model = the Describe wrapper, keys net.*) starts a run as is."""
+    ckpt = Path(__file__).resolve().parents[2] / "training" / "checkpoints" / "lite2_stage1_last.pt"
+    out = tmp_path / "run"
+    assert stage1.main(["--config", "stage1_lite.yaml", "--data", str(photo_dir), "--out", str(out), *TINY,
+                        "--model", "lite2", "--max-steps", "1", "--ckpt_every", "100", "--lr", "0",
+                        "--init_weights", str(ckpt)]) == 0
+    want = torch.load(ckpt, weights_only=False)["model"]["net.block8.0.0.weight"]
+    assert torch.equal(torch.load(out / "stage1.pt", weights_only=True)["block8.0.0.weight"], want)
