@@ -25,6 +25,7 @@ from models.base import Extractor
 from models.errors import BadInputError
 from models.opencv_features import OpenCVExtractor
 from models.precision import autocast_context
+from models.traqpoint import network_descriptor_dim
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class BackendNet(nn.Module):
         self.keys = keys
         self.stride = net.stride
         self.conf = dict(getattr(net, "conf", {}))
-        self.descriptor_dim = int(getattr(net, "descriptor_dim", None) or self.conf["descriptor_dim"])
+        self.descriptor_dim = network_descriptor_dim(net)
         self.pad_multiple = int(getattr(net, "pad_multiple", 32))
         self.backend = name
         self.compiled = keep  # registered so .to()/.eval() reach it

@@ -26,6 +26,11 @@ log = logging.getLogger(__name__)
 DetectorSource = Literal["policy", "matchability"]
 
 
+def network_descriptor_dim(net: nn.Module) -> int:
+    """D of a pure network's dense descriptors: its ``descriptor_dim`` attribute, else ``conf["descriptor_dim"]``."""
+    return int(getattr(net, "descriptor_dim", None) or getattr(net, "conf", {})["descriptor_dim"])
+
+
 def pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:
     """Pad ``[B, C, H, W]`` on the right/bottom so H and W are multiples of ``multiple``."""
     h, w = images.shape[-2:]
@@ -80,7 +85,7 @@ class TraqPoint(Extractor):
         self.subpixel = "quadratic" if subpixel is True else (subpixel or "")
         if self.subpixel and self.subpixel not in SUBPIXEL_METHODS:
             raise ValueError(f"subpixel must be True, False or one of {SUBPIXEL_METHODS}, got {subpixel!r}")
-        self.descriptor_dim = int(getattr(net, "descriptor_dim", None) or net.conf["descriptor_dim"])
+        self.descriptor_dim = network_descriptor_dim(net)
         self.pad_multiple = int(getattr(net, "pad_multiple", 32))
         self.precision = resolve_precision(precision, self.device)
         self.logit_stride = 1

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from models.errors import TraqPointError
 from models.sampling import sample_descriptors
+from models.traqpoint import network_descriptor_dim
 from models.weights_io import load_checkpoint
 from training.config import common_parser, load_config
 from training.launch import self_launch, under_launcher, worker_count
@@ -106,11 +107,6 @@ def network_state(state: dict) -> dict:
     return state
 
 
-def model_descriptor_dim(net: torch.nn.Module) -> int:
-    """D of the network's dense descriptors."""
-    return int(getattr(net, "descriptor_dim", None) or net.conf["descriptor_dim"])
-
-
 def make_loader(dataset, args, rank: int, world: int, start_step: int) -> DataLoader:
     """Each rank reads its own shard; a resumed run skips the items of finished steps."""
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
@@ -188,7 +184,7 @@ def train(args: argparse.Namespace) -> Path:
         load_descriptor(net, network_state(load_checkpoint(args.init_weights, "--init_weights")), args.init_weights)
     model = Describe(net)
     if args.teacher and args.teacher_weight > 0:  # trained with the student, not part of stage1.pt
-        model.distill = torch.nn.Linear(model_descriptor_dim(net), teacher_dim(args.teacher), bias=False)
+        model.distill = torch.nn.Linear(network_descriptor_dim(net), teacher_dim(args.teacher), bias=False)
     model = model.to(device)
     optimizer, scheduler, total, step = start_optimisation(args, model, out)
     if world > 1:
