@@ -183,7 +183,8 @@ def train(args: argparse.Namespace) -> Path:
     if args.init_weights:
         load_descriptor(net, network_state(load_checkpoint(args.init_weights, "--init_weights")), args.init_weights)
     model = Describe(net)
-    if args.teacher and args.teacher_weight > 0:  # trained with the student, not part of stage1.pt
+    use_teacher = bool(args.teacher) and args.teacher_weight > 0
+    if use_teacher:  # trained with the student, not part of stage1.pt
         model.distill = torch.nn.Linear(network_descriptor_dim(net), teacher_dim(args.teacher), bias=False)
     model = model.to(device)
     optimizer, scheduler, total, step = start_optimisation(args, model, out)
@@ -191,7 +192,7 @@ def train(args: argparse.Namespace) -> Path:
         model = DistributedDataParallel(model)
     dataset = make_dataset(args, 2, total * args.batch_size * world)
     teacher = None
-    if args.teacher and args.teacher_weight > 0:
+    if use_teacher:
         teacher = TeacherMaps(homography_pool(dataset), args.teacher, args.teacher_cache)
     elif args.teacher:
         log.warning("--teacher %s with --teacher_weight 0: no teacher term is trained", args.teacher)
