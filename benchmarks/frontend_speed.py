@@ -47,7 +47,7 @@ from tqdm import tqdm
 
 from frontend.backends import BackendNet, accelerate, add_backend_argument
 from frontend.engine import ExtractionEngine
-from frontend.tracker import Tracker
+from frontend.tracker import TIMED_STAGES, Tracker
 from models.errors import BadInputError
 from models.machine import machine_line
 from models.traqpoint import TraqPoint
@@ -118,7 +118,7 @@ def backend_ran(extractor) -> str:
 def latency_pass(extractor, frames: list[np.ndarray], num_kp: int) -> dict:
     """Live-mode timing of extraction + tracking per frame -> raw per-frame times of frames 1..N-1.
 
-    Keys: ``extract`` and ``total`` [N-1] seconds, ``match`` / ``verify`` / ``update`` [N-1] ms,
+    Keys: ``extract`` and ``total`` [N-1] seconds, each of :data:`~frontend.tracker.TIMED_STAGES` [N-1] ms,
     ``keypoints`` [N], ``aktl`` (frame 0 matches nothing, so it is not timed).
     """
     engine = ExtractionEngine(extractor, batch_size=1, num_keypoints=num_kp, num_threads=None)
@@ -140,10 +140,7 @@ def latency_pass(extractor, frames: list[np.ndarray], num_kp: int) -> dict:
     return {
         "extract": np.array(extract[1:]),
         "total": np.array(total[1:]),
-        "match": np.array([s.t_match_ms for s in st]),
-        "verify": np.array([s.t_verify_ms for s in st]),
-        "refine": np.array([s.t_refine_ms for s in st]),
-        "update": np.array([s.t_update_ms for s in st]),
+        **{k: np.array([getattr(s, f"t_{k}_ms") for s in st]) for k in TIMED_STAGES},
         "keypoints": np.array(keypoints, dtype=float),
         "aktl": tracker.aktl,
     }
@@ -151,8 +148,7 @@ def latency_pass(extractor, frames: list[np.ndarray], num_kp: int) -> dict:
 
 def summarise(passes: list[dict]) -> tuple[dict, dict, list[float]]:
     """Schema metrics and profile over the frames of every pass pooled, and each pass's FPS."""
-    stages = ("extract", "total", "match", "verify", "refine", "update")
-    pooled = {k: np.concatenate([p[k] for p in passes]) for k in stages}
+    pooled = {k: np.concatenate([p[k] for p in passes]) for k in ("extract", "total", *TIMED_STAGES)}
     ext, tot = pooled["extract"], pooled["total"]
     metrics = {
         "fps_extract": len(ext) / ext.sum(),
@@ -164,10 +160,7 @@ def summarise(passes: list[dict]) -> tuple[dict, dict, list[float]]:
     }
     profile = {
         "extract_ms": 1e3 * float(ext.mean()),
-        "match_ms": float(pooled["match"].mean()),
-        "verify_ms": float(pooled["verify"].mean()),
-        "refine_ms": float(pooled["refine"].mean()),
-        "update_ms": float(pooled["update"].mean()),
+        **{f"{k}_ms": float(pooled[k].mean()) for k in TIMED_STAGES},
         "total_ms": 1e3 * float(tot.mean()),
     }
     return metrics, profile, [len(p["total"]) / p["total"].sum() for p in passes]

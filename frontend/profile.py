@@ -34,7 +34,7 @@ from models.precision import PRECISIONS, add_precision_argument, check_precision
 from .backends import BACKENDS, EXAMPLE_HW, accelerate
 from .demo import folder_frames
 from .engine import ExtractionEngine
-from .tracker import Tracker
+from .tracker import TIMED_STAGES, Tracker
 
 KITTI_HW = (370, 1226)
 
@@ -107,7 +107,7 @@ def profile_tracker(
         row = {"matcher": tracker.matcher, "precision": extractor_precision(ext), "aktl": tracker.aktl}
         for key in ("keypoints", "matches", "inliers"):
             row[f"{key}_mean"] = float(np.mean([getattr(s, key) for s in stats]))
-        for key in ("t_match_ms", "t_verify_ms", "t_refine_ms", "t_update_ms"):
+        for key in (f"t_{k}_ms" for k in TIMED_STAGES):
             vals = [getattr(s, key) for s in stats]
             row[key] = {"mean": float(np.mean(vals)), "median": float(np.median(vals))}
         out[spec] = row

@@ -50,6 +50,8 @@ from .geometry import check_verify_method, select_uniform, verify_fundamental
 from .track_refine import grey_uint8, refine_lk
 
 DUAL_SOFTMAX_KWARGS = {"temperature": 20.0, "threshold": 0.01}  # the paper's matcher settings
+#: the tracker's timed stages, in order; FrameStats.t_<stage>_ms holds each one's time per frame
+TIMED_STAGES = ("match", "verify", "refine", "update")
 
 
 def keypoints_xy(frame: Frame) -> np.ndarray:
