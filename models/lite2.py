@@ -41,10 +41,11 @@ def standardise(image: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Per-image zero mean, unit variance ``[B, 1, H, W]`` (InstanceNorm for one channel).
 
     The statistics come from every 4th pixel of every 4th row (1/16 of the image: the same to
-    ~1e-3 on real images) and the affine map is one fused pass (``addcmul``).
+    ~1e-3 on real images). The map is a subtraction and an in-place product: ``addcmul`` with
+    broadcast ``[B, 1, 1, 1]`` factors took 3x longer (0.11 against 0.03 ms at 640x480, 2 threads).
     """
     mean, scale = standardise_stats(image, eps)
-    return torch.addcmul((-mean * scale).view(-1, 1, 1, 1), image, scale.view(-1, 1, 1, 1))
+    return (image - mean.view(-1, 1, 1, 1)).mul_(scale.view(-1, 1, 1, 1))
 
 
 def standardise_stats(image: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
@@ -198,6 +199,9 @@ class LiteNet2(nn.Module):
         if r:
             self.refine_head = refine_head(self.conf["refine_kind"], r, int(self.conf["refine_ring"]))
             self.register_buffer("refine_ring", torch.tensor(int(self.conf["refine_ring"])))
+            # the window's cell offsets, built once (not a state-dict entry: they follow from the ring)
+            self.register_buffer("refine_offsets", window_offsets(int(self.conf["refine_ring"]), torch.float32,
+                                                                  torch.device("cpu")), persistent=False)
 
     @staticmethod
     def conf_from_state(state: dict) -> dict:
@@ -277,7 +281,10 @@ class LiteNet2(nn.Module):
             else:
                 logits = self.refine_head(((patches - mean) * scale)[:, None])
         prob = logits.flatten(1).softmax(dim=1)  # [N, n * n], row-major (y, x)
-        return torch.stack([x0, y0], dim=-1).float() + prob @ window_offsets(ring, prob.dtype, prob.device)
+        offsets = self.refine_offsets
+        if offsets.shape[0] != prob.shape[1]:  # a ring loaded from a state dict after construction
+            offsets = self.refine_offsets = window_offsets(ring, prob.dtype, prob.device)
+        return torch.stack([x0, y0], dim=-1).float() + prob @ offsets.to(prob.dtype)
 
     describe = LiteNet.describe  # stage-1 outputs only: the same heads on the shared features
 

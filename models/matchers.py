@@ -14,6 +14,7 @@ from typing import Literal
 import torch
 
 MatcherName = Literal["dual_softmax", "mnn", "ratio"]
+LOG2_E = 1.4426950408889634  # log2(e): exp(x) = 2^(x log2(e))
 
 
 def _empty(d0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,17 +87,20 @@ def dual_softmax(
     Same result as :func:`_mutual` on :func:`dual_softmax_matrix` without building ``P``: with
     ``E = exp(S)`` and ``P = E^2 / (r c^T)`` (row and column sums), a row's argmax is that of
     ``E / sqrt(c)``, a column's that of ``E / sqrt(r)``, and the kept score is
-    ``(E_ij / sqrt(c_j))^2 / r_i``. The temperature is folded into ``d0`` before the product, and
+    ``(E_ij / sqrt(c_j))^2 / r_i``. The temperature (times ``log2(e)``, for ``exp2``) is folded into
+    ``d0`` before the product, and
     for unit descriptors ``|S| <= temperature`` bounds ``E^2`` far below the fp32 range, so the
     usual max-subtraction is only done for temperatures above 40. Of rows tied for a column's
     maximum (identical descriptors) the first is kept.
     """
     if d0.shape[1] == 0 or d1.shape[1] == 0:
         return _empty(d0)
-    e = torch.einsum("bnd,bmd->bnm", d0 * temperature, d1)
+    # exp(t s) as 2^(t log2(e) s): the base-2 exponential is ~4x cheaper than exp on the CPU (0.09
+    # against 0.36 ms for 1024 x 1024, 2 threads) and the factor rides on the temperature for free
+    e = torch.einsum("bnd,bmd->bnm", d0 * (temperature * LOG2_E), d1)
     if temperature > 40.0:  # exp(2 * 40) * N is still finite in fp32; beyond it, shift first
         e.sub_(e.amax(dim=(1, 2), keepdim=True))
-    e = e.exp_()
+    e = e.exp2_()
     rows, cols = e.sum(dim=2, keepdim=True), e.sum(dim=1, keepdim=True)
     best, idx = row_max(e.mul_(cols.rsqrt()))  # in place: E / sqrt(c), no second N x M matrix
     # mutual check without a column argmax (max-with-index along dim 1 is ~25x slower than amax
