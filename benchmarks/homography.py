@@ -114,7 +114,7 @@ def evaluate_method(
     for pair in tqdm(pairs, desc=f"homography {method.name}", unit="pair", leave=False, disable=None):
         f0, f1 = cache.get(method, pair.image0, resize), cache.get(method, pair.image1, resize)
         H = scale_matrix(*f1.scale) @ pair.H @ np.linalg.inv(scale_matrix(*f0.scale))  # into the extracted frames
-        matches = method.match(f0.descriptors, f1.descriptors)
+        matches = method.match(f0.descriptors, f1.descriptors, two_view=True)
         pts0, pts1 = f0.keypoints[matches[:, 0]], f1.keypoints[matches[:, 1]]
         mma.append(matching_accuracy(match_errors(pts0, pts1, H), MMA_THRESHOLDS))
         corner_errors.append(corner_error(estimate_homography(pts0, pts1, ransac)[0], H, *f0.size))

@@ -74,7 +74,13 @@ class Method:
 
     @property
     def matcher_kwargs(self) -> dict:
-        return dict(self.extractor.matcher_kwargs) if self.extractor else {}
+        """The matcher's settings for tracking and SfM (:attr:`models.base.Extractor.matcher_kwargs`)."""
+        return self.extractor.matcher_settings() if self.extractor else {}
+
+    @property
+    def two_view_matcher_kwargs(self) -> dict:
+        """The matcher's settings for one two-view estimate (relative pose, homography)."""
+        return self.extractor.matcher_settings(two_view=True) if self.extractor else {}
 
     def describe(self) -> dict:
         """Settings of this method that change numbers (for the result file's config)."""
@@ -86,6 +92,7 @@ class Method:
             "precision": extractor_precision(self.extractor),  # what ran: "n/a" for OpenCV methods
             "matcher": self.matcher,
             "matcher_kwargs": self.matcher_kwargs,
+            "two_view_matcher_kwargs": self.two_view_matcher_kwargs,
             "weights": self.weights,
         }
 
@@ -118,11 +125,13 @@ class Method:
             raise BadInputError(f"{self.name} returned features of shapes {[v.shape for v in out.values()]}")
         return out
 
-    def match(self, desc0: np.ndarray, desc1: np.ndarray) -> np.ndarray:
-        """Match two descriptor sets with the method's own matcher -> ``matches [K, 2]`` int64."""
+    def match(self, desc0: np.ndarray, desc1: np.ndarray, two_view: bool = False) -> np.ndarray:
+        """Match two descriptor sets with the method's own matcher -> ``matches [K, 2]`` int64;
+        ``two_view``: with its settings for one two-view estimate (else those for tracking and SfM)."""
         if len(desc0) == 0 or len(desc1) == 0:
             return np.zeros((0, 2), dtype=np.int64)
-        matches, _ = match_pair(torch.from_numpy(desc0), torch.from_numpy(desc1), self.matcher, **self.matcher_kwargs)
+        kwargs = self.two_view_matcher_kwargs if two_view else self.matcher_kwargs
+        matches, _ = match_pair(torch.from_numpy(desc0), torch.from_numpy(desc1), self.matcher, **kwargs)
         return matches.numpy().astype(np.int64)
 
 

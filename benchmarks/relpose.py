@@ -87,7 +87,7 @@ def evaluate_method(
     errors, n_matches, n_inliers = [], [], []
     for pair in tqdm(pairs, desc=f"pose {method.name}", unit="pair", leave=False, disable=None):
         f0, f1 = cache.get(method, pair.image0, resize), cache.get(method, pair.image1, resize)
-        matches = method.match(f0.descriptors, f1.descriptors)
+        matches = method.match(f0.descriptors, f1.descriptors, two_view=True)
         K0 = intrinsics_in_frame(pair.K0, pair.K_size or f0.original_size, f0.size)
         K1 = intrinsics_in_frame(pair.K1, pair.K_size or f1.original_size, f1.size)
         pts0, pts1 = f0.keypoints[matches[:, 0]], f1.keypoints[matches[:, 1]]

@@ -20,12 +20,16 @@ class Extractor(ABC):
     (Lucas-Kanade alignment to the previous frame, started at the detection: for detectors whose
     keypoints carry pixel-level noise) or ``"off"`` (the detection itself, for sub-pixel detectors
     such as SIFT, where frame-to-frame alignment only adds drift; ``benchmarks.tracking``).
+    ``matcher_kwargs`` are the matcher's settings where a robust multi-view back-end follows
+    (tracking, SfM); ``two_view_matcher_kwargs`` those for one two-view estimate on its own
+    (relative pose, homography, ``models.match``), ``None`` meaning the same.
     """
 
     name: str = "extractor"
     descriptor_dim: int = 0
     default_matcher: str = "mnn"
     matcher_kwargs: dict = {}
+    two_view_matcher_kwargs: dict | None = None
     track_refine: str = "lk"
     device: torch.device = torch.device("cpu")
 
@@ -40,6 +44,12 @@ class Extractor(ABC):
         """Convenience: numpy ``uint8`` image(s) of one size -> features on the CPU."""
         feats = self.extract(to_tensor(images, self.device), num_keypoints)
         return [{k: v.cpu() for k, v in f.items()} for f in feats]  # type: ignore[misc]
+
+    def matcher_settings(self, two_view: bool = False) -> dict:
+        """The default matcher's keyword arguments: for one two-view estimate, or for tracking and SfM."""
+        if two_view and self.two_view_matcher_kwargs is not None:
+            return dict(self.two_view_matcher_kwargs)
+        return dict(self.matcher_kwargs)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, num_keypoints={self.num_keypoints})"

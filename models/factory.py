@@ -15,6 +15,11 @@ from .weights_io import PACKAGE_WEIGHTS, load_checkpoint, load_into
 log = logging.getLogger(__name__)
 
 SHARED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights"
+#: dual-softmax threshold of the lite networks for one two-view estimate: on homography pairs of the
+#: training photographs, their matches with P >= 0.2 are right more often than wrong, for both
+#: shipped networks and zoom ranges 0.75-1.35 and 0.5-2 (``python -m training.calibrate_matcher
+#: [--method traqpoint-lite-v1]``; recalibrate after retraining). Tracking and SfM keep 0.01.
+LITE_TWO_VIEW_THRESHOLD = 0.2
 LITE_WEIGHTS = PACKAGE_WEIGHTS / "traqpoint_lite.pt"  # the default: v2 network (models/lite2.py) + sub-pixel head
 LITE_V1_WEIGHTS = PACKAGE_WEIGHTS / "traqpoint_lite_v1.pt"  # the first lite network (models/lite.py)
 METHODS = (
@@ -47,6 +52,7 @@ def _lite(
         net = arch(**arch.conf_from_state(state))
         load_into(net, state, str(path))
     kw.setdefault("precision", "auto")  # bf16 backbone where the CPU runs it natively; policy stays fp32
+    kw.setdefault("two_view_threshold", LITE_TWO_VIEW_THRESHOLD)
     return TraqPoint(prepare_for_inference(net), name=name, device=device, **kw)
 
 

@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise BadInputError(f"{args.method} found no keypoint in {path}: check --weights (NaN or "
                                     "untrained?), --num-kp and the image (blank?)")
         matcher = args.matcher or ext.default_matcher
-        kwargs = ext.matcher_kwargs if matcher == ext.default_matcher else {}
+        kwargs = ext.matcher_settings(two_view=True) if matcher == ext.default_matcher else {}
         m, _ = match_pair(f0["descriptors"].cpu(), f1["descriptors"].cpu(), matcher, **kwargs)
         t2 = time.perf_counter()
         p0, p1 = f0["keypoints"][m[:, 0]].cpu().numpy(), f1["keypoints"][m[:, 1]].cpu().numpy()

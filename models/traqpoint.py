@@ -57,9 +57,14 @@ class TraqPoint(Extractor):
         scales: image scales to detect at (e.g. ``(1, 0.71, 0.5, 0.35)``); keypoints of every scale,
             in full-image pixels, compete for the ``num_keypoints`` budget by normalised score. One
             scale (the default) for tracking; a pyramid for wide-baseline pairs with zoom.
+        two_view_threshold: the dual-softmax threshold for one two-view estimate
+            (``two_view_matcher_kwargs``); ``None`` keeps the authors' 0.01 there too.
     """
 
     default_matcher = "dual_softmax"
+    # the authors' settings (tau 20, P >= 0.01): for tracking and SfM, whose back-ends verify the
+    # matches over many views and gain from recall; ``two_view_threshold`` replaces the threshold
+    # for one two-view estimate (the lite networks: ``training.calibrate_matcher``)
     matcher_kwargs = {"temperature": 20.0, "threshold": 0.01}
 
     def __init__(
@@ -74,8 +79,13 @@ class TraqPoint(Extractor):
         device: torch.device | str = "cpu",
         precision: Precision = "fp32",
         scales: Sequence[float] = (1.0,),
+        two_view_threshold: float | None = None,
     ) -> None:
         super().__init__(num_keypoints)
+        if two_view_threshold is not None:
+            if not 0.0 <= two_view_threshold < 1.0:
+                raise ValueError(f"two_view_threshold must be in [0, 1), got {two_view_threshold!r}")
+            self.two_view_matcher_kwargs = {**self.matcher_kwargs, "threshold": float(two_view_threshold)}
         self.device = torch.device(device)
         self.net = net.to(self.device).eval()
         self.name = name

@@ -66,7 +66,8 @@ def homography_checks(ext: Extractor, root: Path, num_kp: int) -> dict[str, floa
         H = np.loadtxt(root / f"H_1_{k}")
         f0, f1 = f[0], f[k - 1]
         rep.append(repeatability(f0["keypoints"], f1["keypoints"], H, imgs[0].shape, imgs[k - 1].shape))
-        m, _ = match_pair(f0["descriptors"], f1["descriptors"], ext.default_matcher, **ext.matcher_kwargs)
+        kwargs = ext.matcher_settings(two_view=True)  # one two-view estimate
+        m, _ = match_pair(f0["descriptors"], f1["descriptors"], ext.default_matcher, **kwargs)
         err = (warp_points(torch.from_numpy(H).float(), f0["keypoints"][m[:, 0]]) - f1["keypoints"][m[:, 1]]).norm(
             dim=1
         )
