@@ -12,6 +12,7 @@ Sources: ``/proc/cpuinfo`` (model name and flags, Linux) and
 
 from __future__ import annotations
 
+import os
 import platform
 from functools import lru_cache
 from pathlib import Path
@@ -83,12 +84,24 @@ def gpu_name() -> str | None:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
 
 
+#: environment variables that cap the instruction sets torch, oneDNN and OpenCV dispatch to (read when
+#: the libraries load): ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 OPENCV_CPU_DISABLE=AVX512-SKX``
+#: runs an AVX-512 machine as an AVX2-only one, the class of most laptops (``benchmarks/README.md``)
+ISA_CAP_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "OPENCV_CPU_DISABLE")
+
+
+def isa_caps() -> dict[str, str]:
+    """The instruction-set caps set in the environment (:data:`ISA_CAP_VARIABLES`), by variable."""
+    return {k: os.environ[k] for k in ISA_CAP_VARIABLES if os.environ.get(k)}
+
+
 def machine_info() -> dict:
     """The ``machine`` block of the result schema (DESIGN.md section 6).
 
     Returns:
-        ``{"cpu", "vector_extensions" [list], "cpu_capability", "threads", "gpu", "torch"}``;
-        ``threads`` is torch's intra-op thread count at the time of the call.
+        ``{"cpu", "vector_extensions" [list], "cpu_capability", "threads", "gpu", "torch", "isa_caps"}``;
+        ``threads`` is torch's intra-op thread count at the time of the call; ``isa_caps`` the
+        instruction-set caps of the environment (:func:`isa_caps`, ``{}`` when none).
     """
     return {
         "cpu": cpu_name(),
@@ -97,6 +110,7 @@ def machine_info() -> dict:
         "threads": torch.get_num_threads(),
         "gpu": gpu_name(),
         "torch": torch.__version__,
+        "isa_caps": isa_caps(),
     }
 
 
@@ -119,6 +133,8 @@ def machine_line(machine: dict | None = None, precision: str | dict[str, str] | 
         f"{m.get('threads')} threads",
         f"gpu {m.get('gpu') or 'none'}",
     ]
+    if m.get("isa_caps"):  # the vector units the CPU has are not all in use
+        parts.append("ISA capped: " + " ".join(f"{k}={v}" for k, v in m["isa_caps"].items()))
     if isinstance(precision, dict):
         parts.append("precision " + " ".join(f"{k}={v}" for k, v in precision.items()))
     elif precision:

@@ -78,9 +78,19 @@ def test_machine_info_reads_cpuinfo_flags(tmp_path):
     assert machine.cpu_name(info) == "Test CPU 9000"
     assert machine.vector_extensions(info) == ["avx2", "avx512", "avx512_bf16"]
     block = machine.machine_info()
-    assert set(block) == {"cpu", "vector_extensions", "cpu_capability", "threads", "gpu", "torch"}
+    assert set(block) == {"cpu", "vector_extensions", "cpu_capability", "threads", "gpu", "torch", "isa_caps"}
     assert block["threads"] == torch.get_num_threads() and block["cpu_capability"] != "unknown"
     line = machine.machine_line({**block, "cpu": "Test CPU", "vector_extensions": ["avx2"], "threads": 2},
                                 {"traqpoint-lite": "fp32", "orb": "n/a"})  # fmt: skip
     assert line.startswith("machine: Test CPU | avx2 (torch ") and "| 2 threads |" in line
     assert line.endswith("precision traqpoint-lite=fp32 orb=n/a")
+
+
+def test_machine_line_names_instruction_set_caps(monkeypatch):
+    for var in machine.ISA_CAP_VARIABLES:
+        monkeypatch.delenv(var, raising=False)
+    assert machine.isa_caps() == {} and "ISA capped" not in machine.machine_line()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("OPENCV_CPU_DISABLE", "AVX512-SKX")
+    assert machine.machine_info()["isa_caps"] == {"ONEDNN_MAX_CPU_ISA": "AVX2", "OPENCV_CPU_DISABLE": "AVX512-SKX"}
+    assert "| ISA capped: ONEDNN_MAX_CPU_ISA=AVX2 OPENCV_CPU_DISABLE=AVX512-SKX" in machine.machine_line()
