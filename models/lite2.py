@@ -232,15 +232,30 @@ class LiteNet2(nn.Module):
         """Parameters trained in stage 2 (everything else is the frozen descriptor)."""
         return list(self.pixel_embed.parameters())
 
+    @staticmethod
+    def standardised(image: torch.Tensor) -> torch.Tensor:
+        """The network's input ``[B, 1, H, W]``: :func:`standardise`, viewed channels-last."""
+        return channels_last_view(standardise(image))
+
     def features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Standardised image ``[B, 1, H, W]`` and fused stride-8 features ``[B, F, H/8, W/8]``."""
-        x = channels_last_view(standardise(image))
+        x = self.standardised(image)
+        return x, self.shared_features(x)
+
+    def shared_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Fused stride-8 features ``[B, F, H/8, W/8]`` of the standardised image ``x [B, 1, H, W]``."""
         f8 = self.block8(self.block4(self.stem(x)))
         f16 = self.block16(f8)
         f32 = self.block32(f16)
         # top-down: stride 32 joins stride 16 there, then one upsampling to stride 8
         g16 = self.lateral16(f16) + upsample(f32, f16.shape[-2:])
-        return x, self.fuse(self.lateral8(f8) + upsample(g16, f8.shape[-2:]))
+        return self.fuse(self.lateral8(f8) + upsample(g16, f8.shape[-2:]))
+
+    def dense_descriptors(self, x: torch.Tensor) -> torch.Tensor:
+        """L2-normalised descriptors ``[B, D, H/8, W/8]`` of the standardised image ``x [B, 1, H, W]``
+        (the ``descriptors`` of :meth:`forward`; an extractor that detects first calls this after
+        selecting and refining its keypoints, while the image is still in cache)."""
+        return F.normalize(self.descriptor_head(self.shared_features(x)), dim=1)
 
     def policy_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Stride-2 logits ``[B, 1, H/2, W/2]`` from the standardised image ``[B, 1, H, W]``.

@@ -47,7 +47,8 @@ def test_result_schema_json_and_table(tmp_path):
     metrics = {"sift": {"auc5": float("nan"), "pairs": np.int64(3)}}
     result = runner.make_result("toy", tmp_path, {"resize": "none"}, methods, metrics, {"pairs_skipped": 1})
     assert list(result) == list(runner.TOP_KEYS)
-    assert set(result["machine"]) == {"cpu", "vector_extensions", "cpu_capability", "threads", "gpu", "torch"}
+    machine_keys = {"cpu", "vector_extensions", "cpu_capability", "threads", "gpu", "torch", "isa_caps"}
+    assert set(result["machine"]) == machine_keys
     assert result["skipped"] == {"orb": "Boom: no"} and list(result["methods"]) == ["sift"]
     assert result["config"]["methods"]["sift"]["matcher"] == "ratio"
     runner.validate_result(result, KEYS)

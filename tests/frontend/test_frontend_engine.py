@@ -279,7 +279,8 @@ def test_pack_unpack_round_trip_with_empty_images():
 
 def test_warm_up_runs_at_the_live_size_and_only_where_it_matters(lite, orb):
     shapes = []
-    hook = lite.net.register_forward_pre_hook(lambda _m, args: shapes.append(tuple(args[0].shape)))
+    # the backbone's first layer sees the warm-up batch whether or not the extractor detects first
+    hook = lite.net.stem.register_forward_pre_hook(lambda _m, args: shapes.append(tuple(args[0].shape)))
     try:
         engine = ExtractionEngine(lite, batch_size=2, num_threads=None)
         assert not engine.specialises_on_shape and engine.warm_up(HW) is None  # eager CPU: nothing to warm

@@ -198,3 +198,43 @@ def test_extractor_uses_the_refine_head_when_the_net_has_one():
     assert len(a["keypoints"]) > 10
     torch.testing.assert_close(a["keypoints"], b["keypoints"])
     torch.testing.assert_close(a["descriptors"], b["descriptors"])
+
+
+@pytest.mark.parametrize("refine_dim,subpixel", [(8, True), (0, True), (0, False)])
+def test_detect_first_gives_the_same_features_as_forward_first(monkeypatch, refine_dim, subpixel):
+    """The extractor selects and refines before the descriptor backbone runs (a cache-friendlier
+    order); the features must be bit-identical to running the whole forward first, also for a
+    batch, an image that needs padding and the quadratic fit."""
+    net = randomised(LiteNet2, refine_dim=refine_dim, refine_kind="mlp")
+    ext = TraqPoint(prepare_for_inference(net), num_keypoints=60, subpixel=subpixel)
+    assert ext._detects_first()
+    img = torch.rand(2, 1, 70, 100)  # padded to 96 x 128 inside
+    first = ext.extract(img)
+    monkeypatch.setattr(TraqPoint, "detect_first", False)
+    assert not ext._detects_first()
+    whole = ext.extract(img)
+    for a, b in zip(first, whole):
+        assert len(a["keypoints"]) > 10
+        for key in ("keypoints", "scores", "descriptors"):
+            assert torch.equal(a[key], b[key]), key
+
+
+def test_detect_first_needs_the_two_phase_network():
+    """A network behind a compiled/exported backend has only ``forward``: the extractor runs it whole."""
+    net = randomised(LiteNet2)
+    ext = TraqPoint(prepare_for_inference(net), num_keypoints=20)
+
+    class ForwardOnly(torch.nn.Module):
+        stride, logit_stride, pad_multiple = 8, 2, 32
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x)
+
+    ext.net = ForwardOnly(net)
+    assert not ext._detects_first()
+    assert len(ext.extract(torch.rand(1, 1, 64, 96))[0]["keypoints"]) > 0
+    assert not TraqPoint(prepare_for_inference(randomised(LiteNet2)), detector="matchability")._detects_first()

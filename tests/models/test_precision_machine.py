@@ -45,9 +45,10 @@ def test_bf16_on_a_cpu_without_native_bf16_runs_with_one_warning(monkeypatch, ca
 
 
 def autocast_seen(extractor) -> list[tuple[bool, torch.dtype]]:
-    """Run one tiny image and record (autocast on?, its dtype) inside the network's forward."""
+    """Run one tiny image and record (autocast on?, its dtype) where the backbone starts (its stem:
+    inside ``forward``, or inside ``dense_descriptors`` when the extractor detects first)."""
     seen = []
-    hook = extractor.net.register_forward_pre_hook(
+    hook = extractor.net.stem.register_forward_pre_hook(
         lambda *_: seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
     )
     try:
