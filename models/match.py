@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from .arguments import check_count, check_device, writable_file
-from .errors import BadInputError, TraqPointError, os_error_line
+from .errors import BadInputError, run_command
 from .factory import METHODS, build
 from .geometry import verify_fundamental
 from .image_io import read_image
@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", help="torch device for learned methods (cpu, cuda, cuda:N)")
     p.add_argument("--out", help="write a picture of the matches here (.png, .jpg, ...)")
     args = p.parse_args(argv)
-    try:
+
+    def body() -> None:
         check_args(args)
         img0, img1 = read_image(args.image0), read_image(args.image1)
         ext = build(args.method, weights=args.weights, device=args.device, num_keypoints=args.num_kp)
@@ -95,16 +96,8 @@ def main(argv: list[str] | None = None) -> int:
             if not cv2.imwrite(args.out, draw_matches(img0, img1, p0, p1, inl)):
                 raise BadInputError(f"--out {args.out}: OpenCV could not write the picture")
             print(f"wrote {args.out}")
-    except TraqPointError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except OSError as err:
-        print(f"error: {os_error_line(err)}", file=sys.stderr)
-        return 1
-    return 0
+
+    return run_command(body)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import torch
 import yaml
 
 import models
-from models.errors import BadInputError, TraqPointError
+from models.errors import BadInputError, run_command
 from models.matchers import dual_softmax
 from training.config import CONFIG_DIR
 from training.warping import in_bounds, warp_points
@@ -201,7 +201,8 @@ def print_result(res: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parser().parse_args(argv)
-    try:
+
+    def body() -> None:
         check_args(args)
         res = run(args)
         print_result(res)
@@ -209,13 +210,8 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(res, indent=2))
             print(f"wrote {args.json}")
-    except TraqPointError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 0
+
+    return run_command(body)
 
 
 if __name__ == "__main__":

@@ -82,3 +82,21 @@ def test_nan_weights_are_refused(pair, tmp_path, capsys):
 def test_missing_image(tmp_path, pair, capsys):
     assert main([pair[0], str(Path(tmp_path) / "nope.png"), "--method", "orb"]) == 1
     one_error(capsys, "nope.png")
+
+
+def test_run_command_turns_failures_into_one_line(capsys):
+    import errno
+
+    from models.errors import BadInputError, run_command
+
+    def raises(err):
+        def body():
+            raise err
+        return body
+
+    assert run_command(lambda: None) == 0 and run_command(lambda: 3) == 3
+    assert run_command(raises(BadInputError("bad thing")), error_code=2) == 2
+    assert run_command(raises(KeyboardInterrupt())) == 130
+    assert run_command(raises(OSError(errno.ENOSPC, "No space left on device", "/tmp/x"))) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "error: bad thing", "interrupted", "error: /tmp/x No space left on device"]
