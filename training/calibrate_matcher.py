@@ -157,12 +157,20 @@ def run(args: argparse.Namespace) -> dict:
     from training.data.images import load_pool
     from training.data.sfm_heldout import refuse_evaluation_paths
 
-    recipe = yaml.safe_load(args.recipe_path.read_text())
-    refuse_evaluation_paths(recipe["data"], "training image folder")
-    pool, _ = load_pool(recipe["data"])
     ext = models.build(args.method, weights=args.weights, num_keypoints=args.num_kp, precision="fp32")
     if ext.default_matcher != "dual_softmax":
-        raise BadInputError(f"{args.method} does not match with the dual-softmax")
+        raise BadInputError(f"--method {args.method} does not match with the dual-softmax; nothing to calibrate")
+    try:
+        recipe = yaml.safe_load(args.recipe_path.read_text())
+    except yaml.YAMLError as err:
+        raise BadInputError(f"--recipe {args.recipe_path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(recipe, dict) or not recipe.get("data"):
+        raise BadInputError(f"--recipe {args.recipe_path}: no 'data' list of training image folders")
+    refuse_evaluation_paths(recipe["data"], "training image folder")
+    pool, _ = load_pool(recipe["data"])
+    if not pool:
+        folders = ", ".join(map(str, recipe["data"]))
+        raise BadInputError(f"--recipe {args.recipe_path}: no readable photograph in {folders}")
     temperature = float(recipe.get("temperature", ext.matcher_kwargs.get("temperature", 20.0)))
     results = []
     for lo, hi in args.range_list:

@@ -55,6 +55,19 @@ def test_cli_bad_input_is_one_error(tmp_path, capsys):
     assert len(err) == 3 and all(line.startswith("error: ") for line in err)
 
 
+def test_cli_bad_recipes_and_methods_are_one_error(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [1\n")
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("temperature: 20.0\n")
+    assert main(["--recipe", str(bad), "--weights", "random"]) == 1
+    assert main(["--recipe", str(empty), "--weights", "random"]) == 1
+    assert main(["--method", "orb"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert [line.split(":")[0] for line in err] == ["error"] * 3
+    assert "not valid YAML" in err[0] and "no 'data' list" in err[1] and "dual-softmax" in err[2]
+
+
 def test_cli_refuses_an_evaluation_set(tmp_path, capsys):
     strecha = shared_path("strecha")
     recipe = tmp_path / "r.yaml"
