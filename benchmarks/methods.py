@@ -141,17 +141,20 @@ def build_methods(
     num_keypoints: int = 2048,
     weights: dict[str, str] | None = None,
     precision: str | None = None,
+    two_view_threshold: float | None = None,
 ) -> list[Method]:
     """Build every named method; those that fail to build come back with ``skipped`` set.
 
-    ``precision`` goes to the methods that have one (:data:`models.factory.PRECISION_METHODS`).
+    ``precision`` goes to the methods that have one (:data:`models.factory.PRECISION_METHODS`),
+    ``two_view_threshold`` to the dual-softmax ones (:data:`models.factory.TWO_VIEW_THRESHOLD_METHODS`).
     """
     weights = weights or {}
     methods = []
     for name in names:
         try:
             ext = models.build(
-                name, weights=weights.get(name), device=device, num_keypoints=num_keypoints, precision=precision
+                name, weights=weights.get(name), device=device, num_keypoints=num_keypoints, precision=precision,
+                two_view_threshold=two_view_threshold,
             )
         except Exception as err:  # noqa: BLE001 - any build failure is reported, the other methods still run
             log.debug("building %s failed", name, exc_info=True)

@@ -84,6 +84,12 @@ def add_common_args(parser: argparse.ArgumentParser, num_keypoints: int = 2048) 
     parser.add_argument("--no-cache", action="store_true", help="extract into a temporary folder, keep nothing")
     parser.add_argument("--threads", type=int, help="CPU threads for torch and OpenCV (default: torch's default)")
     add_precision_argument(parser)
+    parser.add_argument(
+        "--two-view-threshold", type=float, metavar="P",
+        help="dual-softmax threshold of the TraqPoint methods for one two-view estimate (default: the lite "
+             "networks' calibration, 0.2; the paper network's 0.01); recalibrate retrained weights with "
+             "python -m training.calibrate_matcher",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
@@ -102,7 +108,8 @@ def methods_from_args(args: argparse.Namespace) -> list[Method]:
     names = parse_method_names(args.methods)
     precision = check_precision(getattr(args, "precision", "auto"), args.device)  # before any build: one clear error
     return build_methods(
-        names, device=args.device, num_keypoints=args.num_kp, weights=parse_weights(args.weights), precision=precision
+        names, device=args.device, num_keypoints=args.num_kp, weights=parse_weights(args.weights), precision=precision,
+        two_view_threshold=getattr(args, "two_view_threshold", None),
     )
 
 
@@ -111,6 +118,9 @@ def check_common_args(args: argparse.Namespace) -> None:
     check_count(args.num_kp, "--num-kp")
     check_count(args.threads, "--threads")
     check_device(args.device)
+    threshold = getattr(args, "two_view_threshold", None)
+    if threshold is not None and not 0.0 <= threshold < 1.0:
+        raise BadInputError(f"--two-view-threshold must be in [0, 1), got {threshold}")
     if args.json:
         writable_file(args.json, "--json", (".json",))
     if args.plot:

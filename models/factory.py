@@ -28,6 +28,8 @@ METHODS = (
 )
 # extractors with a precision option
 PRECISION_METHODS = ("traqpoint-lite", "traqpoint-lite-ms", "traqpoint-lite-v1", "traqpoint")
+#: methods matched by the dual-softmax, whose two-view threshold ``build(two_view_threshold=...)`` sets
+TWO_VIEW_THRESHOLD_METHODS = PRECISION_METHODS
 RENAMED = {"traqpoint-lite2": "traqpoint-lite"}  # earlier names: one clear error naming the new one
 PYRAMID = (1.0, 0.71, 0.5, 0.35)  # traqpoint-lite-ms: half-octave steps down to ~1/3 (zoom up to ~3x)
 
@@ -116,6 +118,7 @@ def build(
     weights: str | Path | None = None,
     device: str | torch.device = "cpu",
     precision: str | None = None,
+    two_view_threshold: float | None = None,
     **kwargs,
 ) -> Extractor:
     """Build an extractor by name.
@@ -128,6 +131,9 @@ def build(
         device: torch device for learned methods.
         precision: network precision (:mod:`models.precision`) of the methods in
             :data:`PRECISION_METHODS`; the others run as they are and ignore it (``None``: the default).
+        two_view_threshold: dual-softmax threshold for one two-view estimate of the methods in
+            :data:`TWO_VIEW_THRESHOLD_METHODS` (e.g. from ``training.calibrate_matcher`` for retrained
+            weights); the others ignore it (``None``: the method's default).
         **kwargs: extractor options, e.g. ``num_keypoints=1024``.
 
     Raises:
@@ -143,6 +149,8 @@ def build(
         raise BadInputError(f"unknown method {name!r}; available: {', '.join(METHODS)}")
     if precision is not None and name in PRECISION_METHODS:
         kwargs["precision"] = precision
+    if two_view_threshold is not None and name in TWO_VIEW_THRESHOLD_METHODS:
+        kwargs["two_view_threshold"] = two_view_threshold
     keep_freed_memory()  # every method, so all of them run on the same allocator (models/allocator.py)
     return BUILDERS[name](weights, str(device), **kwargs)
 

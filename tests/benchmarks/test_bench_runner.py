@@ -140,3 +140,20 @@ def test_resize_and_scale_conventions(tmp_path):
 
 def test_to_jsonable():
     assert runner.to_jsonable({"a": [np.float32(1.5), math.inf], "b": np.arange(2)}) == {"a": [1.5, None], "b": [0, 1]}
+
+
+def test_two_view_threshold_flag_reaches_the_dual_softmax_methods_only():
+    parser = runner.make_parser(_spec(lambda args: None))
+    args = parser.parse_args(["--methods", "traqpoint-lite,orb", "--weights", "traqpoint-lite=random",
+                              "--two-view-threshold", "0.3"])
+    runner.check_common_args(args)
+    lite, orb = runner.methods_from_args(args)
+    assert lite.two_view_matcher_kwargs["threshold"] == 0.3 and lite.matcher_kwargs["threshold"] == 0.01
+    assert orb.two_view_matcher_kwargs == orb.matcher_kwargs == {}
+    assert lite.describe()["two_view_matcher_kwargs"]["threshold"] == 0.3
+    default = runner.methods_from_args(parser.parse_args(["--methods", "traqpoint-lite", "--weights",
+                                                          "traqpoint-lite=random"]))[0]
+    assert default.two_view_matcher_kwargs["threshold"] == 0.2  # models.factory.LITE_TWO_VIEW_THRESHOLD
+    for bad in ("1.5", "-0.1"):
+        with pytest.raises(BadInputError, match="two-view-threshold"):
+            runner.check_common_args(parser.parse_args(["--two-view-threshold", bad]))
