@@ -203,7 +203,10 @@ def print_result(res: dict) -> None:
             prec = "-" if b["precision"] is None else f"{b['precision']:.3f}"
             print(f"{b['p_from']:7.3f} {b['p_to']:6.3f} {b['matches']:8d} {prec:>9}")
         print(f"threshold (every bin above it right more often than wrong): {r['threshold']}")
-    print(f"\nrecommended pair threshold for {res['method']}: {res['recommended_threshold']}")
+    t = res["recommended_threshold"]
+    print(f"\nrecommended two-view threshold for {res['method']}: {t}")
+    if t is not None:
+        print(f"use it with --two-view-threshold {t} in the benchmarks, or models.build(..., two_view_threshold={t})")
 
 
 def main(argv: list[str] | None = None) -> int:
