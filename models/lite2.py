@@ -296,9 +296,9 @@ class LiteNet2(nn.Module):
             else:
                 logits = self.refine_head(((patches - mean) * scale)[:, None])
         prob = logits.flatten(1).softmax(dim=1)  # [N, n * n], row-major (y, x)
-        offsets = self.refine_offsets
-        if offsets.shape[0] != prob.shape[1]:  # a ring loaded from a state dict after construction
-            offsets = self.refine_offsets = window_offsets(ring, prob.dtype, prob.device)
+        offsets = self.refine_offsets  # built for the constructor's ring
+        if offsets.shape[0] != prob.shape[1]:  # a conv head's ring loaded from a state dict since: not cached,
+            offsets = window_offsets(ring, prob.dtype, prob.device)  # (an inference-mode buffer would break autograd)
         return torch.stack([x0, y0], dim=-1).float() + prob @ offsets.to(prob.dtype)
 
     describe = LiteNet.describe  # stage-1 outputs only: the same heads on the shared features
