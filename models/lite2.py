@@ -144,6 +144,7 @@ class LiteNet2(nn.Module):
         "refine_dim": 0,  # channels of the full-resolution refinement head (0: none, quadratic fit instead)
         "refine_ring": 2,  # px around the 2x2 block the head may move a keypoint to (window 2 + 2 * ring)
         "refine_kind": "conv",  # "conv" (3 convolutions, 8 channels) or "mlp" (one hidden layer on the patch)
+        "context_dim": 0,  # hidden width of the policy's region-level logit from the shared features (0: none)
         # backbone layout (SLIM: the seventh session's cheaper variant, ~14 % less forward time)
         "block4_depth": 2,  # convolutions at stride 4 (1: the stride-2 one only)
         "separable8": False,  # stride 8's second 3x3 as depthwise 3x3 + pointwise
@@ -189,6 +190,14 @@ class LiteNet2(nn.Module):
             nn.Conv2d(c2, c2, 3, padding=1, groups=c2), nn.ReLU(inplace=True),
             nn.Conv2d(c2, 1, 1),
         )
+        # Optional region-level policy logit (as v1's ``policy_head``): a 1x1 MLP on the detached
+        # fused stride-8 features, upsampled to the stride-2 map and added to the local logit. It
+        # is trained by distillation from v1 (``training.distill_policy --context_dim``), not by
+        # REINFORCE, under which the context term came to dominate (item (3) above).
+        cd = int(self.conf["context_dim"])
+        self.policy_context = None
+        if cd:
+            self.policy_context = nn.Sequential(nn.Conv2d(f, cd, 1), nn.ReLU(inplace=True), nn.Conv2d(cd, 1, 1))
         r = self.conf["refine_dim"]
         # Optional sub-pixel head (trained after stage 2 by ``training.refine``), run only on the
         # patches around the selected 2x2 blocks, never on the whole image. ``refine_ring`` is a
@@ -218,6 +227,7 @@ class LiteNet2(nn.Module):
             "refine_dim": head.shape[0] if head is not None else 0,
             "refine_ring": int(state["refine_ring"]) if "refine_ring" in state else 2,
             "refine_kind": "mlp" if head is not None and head.dim() == 2 else "conv",
+            "context_dim": state["policy_context.0.weight"].shape[0] if "policy_context.0.weight" in state else 0,
             "block4_depth": 2 if "block4.1.0.weight" in state else 1,
             "separable8": "block8.2.0.weight" in state,
             "separable32": separable32,
@@ -230,7 +240,13 @@ class LiteNet2(nn.Module):
 
     def policy_parameters(self) -> list[nn.Parameter]:
         """Parameters trained in stage 2 (everything else is the frozen descriptor)."""
-        return list(self.pixel_embed.parameters())
+        context = list(self.policy_context.parameters()) if self.policy_context is not None else []
+        return [*self.pixel_embed.parameters(), *context]
+
+    @property
+    def policy_reads_features(self) -> bool:
+        """Whether :meth:`policy_logits` needs the shared features (a region-level context logit)."""
+        return self.policy_context is not None
 
     @staticmethod
     def standardised(image: torch.Tensor) -> torch.Tensor:
@@ -255,16 +271,28 @@ class LiteNet2(nn.Module):
         """L2-normalised descriptors ``[B, D, H/8, W/8]`` of the standardised image ``x [B, 1, H, W]``
         (the ``descriptors`` of :meth:`forward`; an extractor that detects first calls this after
         selecting and refining its keypoints, while the image is still in cache)."""
-        return F.normalize(self.descriptor_head(self.shared_features(x)), dim=1)
+        return self.descriptors_of(self.shared_features(x))
 
-    def policy_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Stride-2 logits ``[B, 1, H/2, W/2]`` from the standardised image ``[B, 1, H, W]``.
+    def descriptors_of(self, shared: torch.Tensor) -> torch.Tensor:
+        """L2-normalised descriptors ``[B, D, H/8, W/8]`` of fused features ``shared [B, F, H/8, W/8]``."""
+        return F.normalize(self.descriptor_head(shared), dim=1)
+
+    def policy_logits(self, x: torch.Tensor, shared: torch.Tensor | None = None) -> torch.Tensor:
+        """Stride-2 logits ``[B, 1, H/2, W/2]`` from the standardised image ``[B, 1, H, W]`` (and, with a
+        context head, the fused features ``shared [B, F, H/8, W/8]`` of :meth:`shared_features`, detached).
 
         Always fp32, also inside a bf16/fp16 autocast: bf16 rounding of logits that span a few
         hundred reorders the top-k (measured on v1: 15 % of KITTI keypoints change).
         """
         with torch.autocast(x.device.type, enabled=False):
-            return self.pixel_embed(x.float())
+            local = self.pixel_embed(x.float())
+            if self.policy_context is None:
+                return local
+            if shared is None:
+                raise ValueError("this LiteNet2's policy has a context head: pass the shared features")
+            coarse = self.policy_context(shared.detach().float())  # [B, 1, H/8, W/8]
+            return local + F.interpolate(coarse, scale_factor=self.stride // self.logit_stride, mode="bilinear",
+                                         align_corners=False)
 
     def refine_keypoints(self, image: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
         """Sub-pixel keypoints ``[N, 2]`` (x, y, image pixels) of stride-2 blocks ``[N, 2]`` of one image.
@@ -305,9 +333,9 @@ class LiteNet2(nn.Module):
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         x, shared = self.features(image)
-        out = {"descriptors": F.normalize(self.descriptor_head(shared), dim=1)}
+        out = {"descriptors": self.descriptors_of(shared)}
         if self.with_matchability:
             out["matchability"] = torch.sigmoid(self.matchability_head(shared))
-        logits = self.policy_logits(x)
+        logits = self.policy_logits(x, shared)
         out["logits"] = repeat2(logits) if self.full_res_logits else logits
         return out

@@ -161,9 +161,12 @@ class TraqPoint(Extractor):
         hw = (images.shape[-2], images.shape[-1])
         images = images.to(self.device)
         if self._detects_first():
+            shared = None  # the backbone runs first only for a policy that reads its features
             with autocast_context(self.device, self.precision):
                 x = self.net.standardised(pad_to_multiple(images, self.pad_multiple))
-            out = {"logits": self.net.policy_logits(x)}  # stride-2 map, fp32 (its own autocast is off)
+                if getattr(self.net, "policy_reads_features", False):
+                    shared = self.net.shared_features(x)
+            out = {"logits": self.net.policy_logits(x, shared)}  # stride-2 map, fp32 (its own autocast is off)
             dense = None  # after the keypoints
         else:
             out = self._net(images)
@@ -176,7 +179,7 @@ class TraqPoint(Extractor):
         kpts = [self._subpixel(images[i : i + 1], raw[i], kp) for i, kp in enumerate(kpts)]
         if dense is None:
             with autocast_context(self.device, self.precision):
-                dense = self.net.dense_descriptors(x).float()
+                dense = (self.net.dense_descriptors(x) if shared is None else self.net.descriptors_of(shared)).float()
         padded_hw = (dense.shape[-2] * self.net.stride, dense.shape[-1] * self.net.stride)
         feats = []
         for i, (kp, sc) in enumerate(zip(kpts, vals)):  # a loop over images, not keypoints

@@ -56,6 +56,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--beta", type=float, default=2.0, help="teacher temperature on standardised logits")
     p.add_argument("--cell", type=int, default=8, help="side of the local softmax cells, stride-2 pixels")
     p.add_argument("--global_weight", type=float, default=1.0, help="weight of the image-wide KL")
+    p.add_argument("--context_dim", type=int, default=0,
+                   help="add a region-level context logit with this hidden width (v1's policy_head) when "
+                        "--weights has none; it starts at zero, so step 0 is the --weights policy")
     add_loop_args(p)
     return p
 
@@ -71,16 +74,27 @@ def build_teacher(path: str | Path) -> LiteNet:
     return net
 
 
-def build_student(path: str | Path, fresh: bool) -> LiteNet2:
-    """lite2 of ``path`` with only its policy (``pixel_embed``) trainable; ``fresh`` re-initialises it."""
+def build_student(path: str | Path, fresh: bool, context_dim: int = 0) -> LiteNet2:
+    """lite2 of ``path`` with only its policy (:meth:`~models.lite2.LiteNet2.policy_parameters`)
+    trainable; ``fresh`` re-initialises it. ``context_dim > 0`` adds a context head where ``path``
+    has none, its last layer zero so that the added logit starts at 0."""
     state = load_lite2_state(path)
-    net = LiteNet2(**LiteNet2.conf_from_state(state))
-    net.load_state_dict(state)
+    conf = LiteNet2.conf_from_state(state)
+    added = context_dim > 0 and not conf["context_dim"]
+    if added:
+        conf["context_dim"] = context_dim
+    net = LiteNet2(**conf)
+    missing, unexpected = net.load_state_dict(state, strict=not added)
+    if unexpected or any(not k.startswith("policy_context.") for k in missing):
+        raise TraqPointError(f"{path} does not fit lite2: missing {missing}, unexpected {unexpected}")
     net.eval().requires_grad_(False)
     if fresh:
         for m in net.pixel_embed.modules():
             if isinstance(m, torch.nn.Conv2d):
                 m.reset_parameters()
+    if added:
+        torch.nn.init.zeros_(net.policy_context[-1].weight)
+        torch.nn.init.zeros_(net.policy_context[-1].bias)
     for p in net.policy_parameters():
         p.requires_grad_(True)
     return net
@@ -110,7 +124,12 @@ def kl(target_logits: torch.Tensor, student_logits: torch.Tensor) -> torch.Tenso
 def distill_loss(student: LiteNet2, z: torch.Tensor, images: torch.Tensor, beta: float, cell: int,
                  global_weight: float) -> dict[str, torch.Tensor]:
     """The two KL terms for ``images [B, 1, H, W]`` and the teacher's standardised targets ``z``."""
-    s = student.policy_logits(standardise(images))
+    x = standardise(images)
+    shared = None
+    if student.policy_reads_features:
+        with torch.no_grad():
+            shared = student.shared_features(x)
+    s = student.policy_logits(x, shared)
     t = beta * z
     local = kl(cells(t, cell), cells(s, cell))
     image = kl(t.flatten(1), s.flatten(1))
@@ -127,7 +146,7 @@ def train(args: argparse.Namespace) -> Path:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     teacher = build_teacher(args.teacher)
-    student = build_student(args.weights, args.init == "fresh")
+    student = build_student(args.weights, args.init == "fresh", args.context_dim)
     optimizer = torch.optim.Adam(student.policy_parameters(), lr=args.lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.steps)
     last = out / "last.pt"
@@ -150,8 +169,10 @@ def train(args: argparse.Namespace) -> Path:
 
 def invalid(args: argparse.Namespace) -> str | None:
     """The one-line complaint about bad numbers, or None."""
-    bad = args.steps < 1 or args.batch_size < 1 or args.cell < 1 or args.beta <= 0 or args.global_weight < 0
-    return "--steps, --batch_size, --cell must be >= 1, --beta > 0, --global_weight >= 0" if bad else None
+    bad = (args.steps < 1 or args.batch_size < 1 or args.cell < 1 or args.beta <= 0 or args.global_weight < 0
+           or args.context_dim < 0)
+    return ("--steps, --batch_size, --cell must be >= 1, --beta > 0, --global_weight, --context_dim >= 0"
+            if bad else None)
 
 
 def main(argv: list[str] | None = None) -> int:

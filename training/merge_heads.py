@@ -1,7 +1,8 @@
 """Move lite2's keypoint heads onto another lite2 descriptor: ``python -m training.merge_heads``.
 
-lite2's policy (:attr:`~models.lite2.LiteNet2.pixel_embed`) and its sub-pixel head
-(:attr:`~models.lite2.LiteNet2.refine_head`) read the image only, never the descriptor backbone.
+lite2's local policy (:attr:`~models.lite2.LiteNet2.pixel_embed`) and its sub-pixel head
+(:attr:`~models.lite2.LiteNet2.refine_head`) read the image only, never the descriptor backbone
+(a policy with a context head, ``policy_context``, reads the backbone and is refused).
 So a descriptor retrained by stage 1 (another backbone layout such as
 :attr:`LiteNet2.SLIM <models.lite2.LiteNet2.SLIM>`, or other training data) gets the trained heads
 of a finished file without retraining them, and detects exactly the same keypoints::
@@ -26,7 +27,7 @@ from models.factory import LITE_WEIGHTS
 from models.lite2 import LiteNet2
 from training.head_loop import cli_main, load_state
 
-HEAD_PREFIXES = ("pixel_embed.", "refine_head.", "refine_ring")
+HEAD_PREFIXES = ("pixel_embed.", "refine_head.", "refine_ring", "policy_context.")
 
 
 def merge(descriptor: dict[str, torch.Tensor], heads: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -38,6 +39,10 @@ def merge(descriptor: dict[str, torch.Tensor], heads: dict[str, torch.Tensor]) -
     for name, state in (("descriptor", descriptor), ("heads", heads)):
         if not LiteNet2.fits_state(state):
             raise TraqPointError(f"--{name} is not a lite2 state dict")
+    if any(k.startswith("policy_context.") for k in heads):
+        raise TraqPointError("--heads has a policy context head, which reads the descriptor's backbone: it does not "
+                             "carry over; distil the policy on the new descriptor (python -m training.distill_policy "
+                             "--weights DESCRIPTOR --context_dim N)")
     merged = {k: v for k, v in descriptor.items() if not k.startswith(HEAD_PREFIXES)}
     merged.update({k: v for k, v in heads.items() if k.startswith(HEAD_PREFIXES)})
     conf = LiteNet2.conf_from_state(merged)

@@ -200,12 +200,13 @@ def test_extractor_uses_the_refine_head_when_the_net_has_one():
     torch.testing.assert_close(a["descriptors"], b["descriptors"])
 
 
-@pytest.mark.parametrize("refine_dim,subpixel", [(8, True), (0, True), (0, False)])
-def test_detect_first_gives_the_same_features_as_forward_first(monkeypatch, refine_dim, subpixel):
+@pytest.mark.parametrize("refine_dim,subpixel,context_dim", [(8, True, 0), (0, True, 0), (0, False, 0), (8, True, 6)])
+def test_detect_first_gives_the_same_features_as_forward_first(monkeypatch, refine_dim, subpixel, context_dim):
     """The extractor selects and refines before the descriptor backbone runs (a cache-friendlier
-    order); the features must be bit-identical to running the whole forward first, also for a
-    batch, an image that needs padding and the quadratic fit."""
-    net = randomised(LiteNet2, refine_dim=refine_dim, refine_kind="mlp")
+    order; a policy with a context head reads the backbone's features first); the features must be
+    bit-identical to running the whole forward first, also for a batch, an image that needs padding
+    and the quadratic fit."""
+    net = randomised(LiteNet2, refine_dim=refine_dim, refine_kind="mlp", context_dim=context_dim)
     ext = TraqPoint(prepare_for_inference(net), num_keypoints=60, subpixel=subpixel)
     assert ext._detects_first()
     img = torch.rand(2, 1, 70, 100)  # padded to 96 x 128 inside
@@ -238,3 +239,26 @@ def test_detect_first_needs_the_two_phase_network():
     assert not ext._detects_first()
     assert len(ext.extract(torch.rand(1, 1, 64, 96))[0]["keypoints"]) > 0
     assert not TraqPoint(prepare_for_inference(randomised(LiteNet2)), detector="matchability")._detects_first()
+
+
+def test_context_head_adds_an_upsampled_region_logit():
+    """``context_dim``: the policy is the local logit plus the context head's stride-8 map, bilinearly
+    upsampled to the stride-2 grid; it is a policy parameter, survives a state dict and needs the
+    shared features."""
+    net = randomised(LiteNet2, context_dim=6)
+    assert net.policy_reads_features and not LiteNet2().policy_reads_features
+    x = standardise(torch.rand(1, 1, 64, 96))
+    shared = net.shared_features(x)
+    with torch.no_grad():
+        logits = net.policy_logits(x, shared)
+        coarse = net.policy_context(shared)
+        expected = net.pixel_embed(x) + F.interpolate(coarse, size=(32, 48), mode="bilinear", align_corners=False)
+    assert logits.shape == (1, 1, 32, 48) and coarse.shape == (1, 1, 8, 12)
+    torch.testing.assert_close(logits, expected)
+    assert float(coarse.std()) > 0  # the context term is not silently zero
+    with pytest.raises(ValueError, match="context head"):
+        net.policy_logits(x)
+    names = {n for n, p in net.named_parameters() if any(p is q for q in net.policy_parameters())}
+    assert names == {n for n, _ in net.named_parameters() if n.startswith(("pixel_embed.", "policy_context."))}
+    assert LiteNet2.conf_from_state(net.state_dict())["context_dim"] == 6
+    assert LiteNet2.conf_from_state(LiteNet2().state_dict())["context_dim"] == 0

@@ -57,9 +57,35 @@ def test_distillation_raises_agreement_with_the_teacher(tmp_path):
     assert last["top2pct_agree"] > first["top2pct_agree"] + 0.1
 
 
+def test_an_added_context_head_starts_at_zero_and_learns(tmp_path):
+    """``--context_dim``: the student gains a context head whose logit starts at 0 (step 0 is the
+    input policy, bit for bit), which is trainable and takes part in the distillation."""
+    torch.manual_seed(0)
+    weights = tmp_path / "lite2.pt"
+    torch.save(LiteNet2().state_dict(), weights)
+    plain = dp.build_student(weights, fresh=False)
+    student = dp.build_student(weights, fresh=False, context_dim=8)
+    assert student.conf["context_dim"] == 8 and student.policy_reads_features
+    images = torch.rand(2, 1, 64, 96)
+    x = dp.standardise(images)
+    with torch.no_grad():
+        assert torch.equal(student.policy_logits(x, student.shared_features(x)), plain.policy_logits(x))
+    trainable = {n for n, p in student.named_parameters() if p.requires_grad}
+    assert any(n.startswith("policy_context.") for n in trainable)
+    assert all(n.startswith(("pixel_embed.", "policy_context.")) for n in trainable)
+    z = dp.teacher_targets(dp.build_teacher(dp.LITE_V1_WEIGHTS), images)
+    dp.distill_loss(student, z, images, beta=2.0, cell=8, global_weight=1.0)["total"].backward()
+    assert float(student.policy_context[-1].weight.grad.abs().sum()) > 0
+    again = tmp_path / "ctx.pt"
+    torch.save(student.state_dict(), again)
+    assert dp.build_student(again, fresh=False, context_dim=8).conf["context_dim"] == 8  # kept, not re-added
+
+
 def test_distill_cli_rejects_bad_numbers_and_wrong_files(tmp_path, capsys):
     assert dp.main(["--beta", "0"]) == 2
     assert "--beta > 0" in capsys.readouterr().err
+    assert dp.main(["--context_dim", "-1"]) == 2
+    assert "--context_dim >= 0" in capsys.readouterr().err
     out = str(tmp_path / "o")
     assert dp.main(["--teacher", str(tmp_path / "none.pt"), "--out", out, "--steps", "1"]) == 1
     assert "teacher (traqpoint-lite-v1) weights not found" in capsys.readouterr().err

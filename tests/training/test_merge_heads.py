@@ -50,6 +50,10 @@ def test_cli_writes_weights_and_rejects_bad_inputs(tmp_path, capsys):
     assert merge_heads.main(["--descriptor", str(tmp_path / "other.pt"), "--heads", str(tmp_path / "heads.pt"),
                              "--out", str(out)]) == 1
     assert "--descriptor is not a lite2 state dict" in capsys.readouterr().err
+    torch.save(randomised(LiteNet2, context_dim=4).state_dict(), tmp_path / "context.pt")  # reads the backbone
+    assert merge_heads.main(["--descriptor", str(tmp_path / "slim.pt"), "--heads", str(tmp_path / "context.pt"),
+                             "--out", str(out)]) == 1
+    assert "does not carry over" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("slim", [False, True])
