@@ -185,9 +185,21 @@ def run_pose_benchmark(
         "pairs_skipped_truncated_images": len(listed) - skipped - len(pairs),
         "truncated_images": [str(p) for p in truncated],
         "sample": len(pairs) < 1500,
+        "pair_images": [[pair_name(p.image0, dataset), pair_name(p.image1, dataset)] for p in pairs],
+        # per method, the pose error of every evaluated pair in that order (deg; null = no pose)
+        "pose_error_deg": {m: [round(float(e), 4) if np.isfinite(e) else None for e in errs]
+                           for m, errs in errors.items()},
     }
     result = runner.make_result(name, dataset, config, methods, metrics, data)
     return runner.Outcome(result, {"errors": errors})
+
+
+def pair_name(image: Path, dataset) -> str:
+    """``image`` relative to the dataset root where it lies under it (else its full path)."""
+    try:
+        return str(Path(image).relative_to(Path(dataset)))
+    except ValueError:
+        return str(image)
 
 
 def error_plot(name: str):

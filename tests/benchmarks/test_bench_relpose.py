@@ -33,6 +33,8 @@ def test_scannet_sample_sift_floors(cache_dir):
     out = _run(scannet1500, ["--methods", "sift", "--cache", str(cache_dir)])
     result = out.result
     runner.validate_result(result, relpose.KEYS)
+    per_pair = result["data"].pop("pose_error_deg")
+    images = result["data"].pop("pair_images")
     assert result["data"] == {
         "pairs_listed": 1500,
         "pairs_evaluated": 8,
@@ -41,6 +43,10 @@ def test_scannet_sample_sift_floors(cache_dir):
         "truncated_images": [],
         "sample": True,
     }
+    # every evaluated pair is named (relative to the root) and has its error, the plot's numbers
+    assert len(images) == 8 and all(a.endswith(".jpg") and "/color/" in a and not a.startswith("/") for a, _ in images)
+    errs = out.plot_data["errors"]["sift"]
+    assert [None if not np.isfinite(e) else pytest.approx(e, abs=1e-3) for e in errs] == per_pair["sift"]
     sift = result["methods"]["sift"]
     assert sift["pairs"] == 8
     # Measured (2048 SIFT, RANSAC 0.5 px): 34.2 matches, 9.4 inliers, best pair 20.9 deg. The 8 sample
