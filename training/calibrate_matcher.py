@@ -36,7 +36,7 @@ import models
 from models.errors import BadInputError, run_command
 from models.matchers import dual_softmax
 from training.config import CONFIG_DIR
-from training.warping import in_bounds, warp_points
+from training.warping import in_bounds, relative, warp_points
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def collect(ext, dataset, pairs: int, temperature: float, eps: float) -> tuple[n
         m, p = dual_softmax(f0["descriptors"][None].float(), f1["descriptors"][None].float(), temperature, 0.0)
         keep = m[0] >= 0
         k0, k1 = f0["keypoints"][keep].float(), f1["keypoints"][m[0][keep]].float()
-        h10 = item["H"][1].double() @ torch.linalg.inv(item["H"][0].double())
+        h10 = relative(item["H"][1].double(), item["H"][0].double())
         warped = warp_points(h10.float(), k0)
         hw = tuple(item["images"].shape[-2:])
         right = in_bounds(warped, hw) & ((warped - k1).norm(dim=1) <= eps)

@@ -40,7 +40,7 @@ from training.config import CONFIG_DIR
 from training.head_loop import add_loop_args, cli_main, load_lite2_state, train_steps
 from training.runtime import resume, seed_everything
 from training.stage1 import make_dataset, make_loader
-from training.warping import in_bounds, lookup, warp_points
+from training.warping import in_bounds, lookup, relative, warp_points
 
 log = logging.getLogger(__name__)
 MARGIN = 6  # px: warped points this close to B's border are not scored (the patch would be padded)
@@ -135,7 +135,7 @@ def direction_errors(
     block of B; ~70 % within the 6x6 window).
     """
     ring = int(net.refine_ring)
-    H_ba = H[b] @ torch.linalg.inv(H[a])
+    H_ba = relative(H[b], H[a])
     centres_b = rescale_pixels(sel[b], 2)
     p_a = net.refine_keypoints(images[a : a + 1], sel[a])
     q = warp(H_ba, p_a)

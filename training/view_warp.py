@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from training.warping import in_bounds, lookup, warp_points
+from training.warping import in_bounds, lookup, relative, warp_points
 
 
 @dataclass
@@ -38,7 +38,7 @@ class ViewWarp:
 
 def _homography(item: dict[str, torch.Tensor], j: int, pts: torch.Tensor) -> tuple[torch.Tensor, ...]:
     H, valid = item["H"], item["valid"]
-    pts_j = warp_points(H[j] @ torch.linalg.inv(H[0]), pts)
+    pts_j = warp_points(relative(H[j], H[0]), pts)
     ok = in_bounds(pts_j, valid.shape[-2:]) & lookup(valid[0, 0], pts) & lookup(valid[j, 0], pts_j)
     return pts_j, ok, ok
 
@@ -47,7 +47,7 @@ def _depth(item: dict[str, torch.Tensor], j: int, pts: torch.Tensor, depth_tol: 
     depth, K, T = item["depth"], item["K"], item["T_cam_world"]
     z = lookup(depth[0], pts)
     rays = torch.cat([pts, torch.ones_like(pts[:, :1])], 1) @ torch.linalg.inv(K[0]).T
-    T_j0 = T[j] @ torch.linalg.inv(T[0])
+    T_j0 = relative(T[j], T[0])
     X = (rays * z[:, None]) @ T_j0[:3, :3].T + T_j0[:3, 3]
     zj = X[:, 2]
     pts_j = (X @ K[j].T)[:, :2] / zj.clamp_min(1e-6)[:, None]

@@ -11,6 +11,12 @@ from __future__ import annotations
 import torch
 
 
+def relative(to: torch.Tensor, frm: torch.Tensor) -> torch.Tensor:
+    """``to @ inv(frm)`` ``[n, n]``: the map from view ``frm``'s frame into view ``to``'s, for
+    homographies (image from reference) and poses ``T_cam_world`` (camera ``to`` from camera ``frm``)."""
+    return to @ torch.linalg.inv(frm)
+
+
 def warp_points(H: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
     """Apply ``H [..., 3, 3]`` to points ``[..., N, 2]``."""
     homo = torch.cat([pts, torch.ones_like(pts[..., :1])], dim=-1) @ H.transpose(-1, -2)
@@ -51,7 +57,7 @@ def depth_warp(
     ones = torch.ones_like(pts[:, :1])
     rays = torch.cat([pts, ones], 1) @ torch.linalg.inv(K_i).T
     X_i = rays * z[:, None]
-    T_ji = T_j @ torch.linalg.inv(T_i)
+    T_ji = relative(T_j, T_i)
     X_j = X_i @ T_ji[:3, :3].T + T_ji[:3, 3]
     zj = X_j[:, 2]
     proj = X_j @ K_j.T
@@ -68,7 +74,7 @@ def warp_item(
     """Warp ``pts [N, 2]`` from view ``i`` to view ``j`` of one item; returns ``(pts_j, covisible)``."""
     if "H" in item:
         H = item["H"]
-        pts_j = warp_points(H[j] @ torch.linalg.inv(H[i]), pts)
+        pts_j = warp_points(relative(H[j], H[i]), pts)
         valid = item["valid"]
         ok = in_bounds(pts_j, valid.shape[-2:], margin) & lookup(valid[i, 0], pts) & lookup(valid[j, 0], pts_j)
         return pts_j, ok
