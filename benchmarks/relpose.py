@@ -184,7 +184,7 @@ def run_pose_benchmark(
         "pairs_skipped_missing_images": skipped,
         "pairs_skipped_truncated_images": len(listed) - skipped - len(pairs),
         "truncated_images": [str(p) for p in truncated],
-        "sample": len(pairs) < 1500,
+        "sample": len(pairs) < len(listed),  # a part of the listed pairs (missing or truncated images)
         "pair_images": [[pair_name(p.image0, dataset), pair_name(p.image1, dataset)] for p in pairs],
         # per method, the pose error of every evaluated pair in that order (deg; null = no pose)
         "pose_error_deg": {m: [round(float(e), 4) if np.isfinite(e) else None for e in errs]

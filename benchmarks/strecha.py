@@ -18,6 +18,7 @@ Metrics: AUC@5/10/20 deg (percent), pairs, mean matches, mean RANSAC inliers.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,10 @@ from models.errors import BadInputError, MissingFileError
 from . import relpose, runner
 from .images import Resize
 
+log = logging.getLogger(__name__)
+
 NAME = "strecha"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff")
 CAMERAS = "cameras.txt"
 LAYOUT = "expected ROOT/<scene>/cameras.txt (name fx fy cx cy + 12 values of T_world_cam) and ROOT/<scene>/images/"
 
@@ -113,6 +117,20 @@ def load_pairs(root: Path, max_gap: int = 3, names: list[str] | None = None) -> 
     return pairs, per_scene
 
 
+def images_without_camera(root: Path, names: list[str] | None = None) -> list[str]:
+    """Image files under a scene's ``images/`` that ``cameras.txt`` does not list (not evaluated; each
+    logged), as ``scene/images/name``."""
+    unlisted = []
+    for scene in find_scenes(root, names):
+        listed = {c.image.name for c in parse_cameras(scene / CAMERAS)}
+        folder = scene / "images"
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+        unlisted += [f"{scene.name}/images/{p.name}" for p in files if p.name not in listed]
+    for name in unlisted:
+        log.warning("not evaluated: %s has no line in its scene's %s", name, CAMERAS)
+    return unlisted
+
+
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", type=Path, default=runner.shared_data("strecha"), help="Strecha folder")
     parser.add_argument("--scenes", help="comma-separated scene folders (default: every folder with cameras.txt)")
@@ -126,6 +144,7 @@ def run(args: argparse.Namespace) -> runner.Outcome:
         raise BadInputError(f"--long-side must be positive, got {args.long_side}")
     names = [n.strip() for n in args.scenes.split(",") if n.strip()] if args.scenes else None
     listed, per_scene = load_pairs(args.root, args.max_gap, names)
+    unlisted = images_without_camera(args.root, names)
     pairs, skipped = relpose.split_available(listed)
     if not pairs:
         raise MissingFileError(f"none of the {len(listed)} Strecha pairs has its images under {args.root} ({LAYOUT})")
@@ -138,7 +157,7 @@ def run(args: argparse.Namespace) -> runner.Outcome:
     outcome = relpose.run_pose_benchmark(
         NAME, args, args.root, listed, pairs, skipped, Resize("long", args.long_side), extra
     )
-    outcome.result["data"]["sample"] = False  # the whole benchmark, not a sample of a larger set
+    outcome.result["data"]["images_without_camera"] = unlisted
     return outcome
 
 

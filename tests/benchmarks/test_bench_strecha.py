@@ -179,3 +179,23 @@ def test_bad_inputs(tmp_path, capsys, synthetic_scene):
         pose.RansacConfig.for_estimator("poselib", threshold_px=-1.0)
     with pytest.raises(BadInputError, match="unknown essential-matrix estimator"):
         pose.RansacConfig(estimator="magsac")
+
+
+@needs_strecha
+def test_missing_images_make_a_sample_and_unlisted_images_are_named(tmp_path, caplog):
+    """A scene whose image is missing is evaluated on the rest and marked a sample (its skipped
+    pairs counted); an image that ``cameras.txt`` does not list is named in the result and the log."""
+    root = _fountain_subset(tmp_path / "strecha", 3)
+    images = root / "fountain-P11" / "images"
+    (images / "0002.jpg").unlink()  # pairs 0-2 and 1-2 lose an image
+    os.symlink(STRECHA / "fountain-P11" / "images" / "0005.jpg", images / "0005.jpg")  # no camera line
+    args = runner.make_parser(strecha.SPEC).parse_args(["--root", str(root), "--methods", "orb", "--no-cache"])
+    with caplog.at_level("WARNING"):
+        result = strecha.run(args).result
+    data = result["data"]
+    assert data["pairs_listed"] == 3 and data["pairs_evaluated"] == 1 and data["pairs_skipped_missing_images"] == 2
+    assert data["sample"] is True
+    assert data["images_without_camera"] == ["fountain-P11/images/0005.jpg"]
+    assert "fountain-P11/images/0005.jpg has no line" in caplog.text
+    assert len(data["pose_error_deg"]["orb"]) == 1 and data["pair_images"] == [
+        ["fountain-P11/images/0000.jpg", "fountain-P11/images/0001.jpg"]]
