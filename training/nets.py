@@ -26,18 +26,26 @@ def build_net(kind: str, backbone_weights: str | None = None) -> nn.Module:
     raise BadInputError(f"unknown --model {kind!r}; use lite, lite2, lite2s or paper")
 
 
-def load_descriptor(net: nn.Module, state: dict, source: str) -> None:
-    """Load stage-1 weights into ``net`` except its policy head (stage 2 trains that from scratch)."""
+def load_descriptor(net: nn.Module, state: dict, source: str, keep_policy: bool = False) -> None:
+    """Load stage-1 weights into ``net`` except its policy head (stage 2 trains that from scratch);
+    ``keep_policy`` loads the policy of ``state`` too (fine-tuning a finished network's policy), and
+    ``state`` must then hold one."""
+    from models.errors import BadInputError
     from models.weights_io import load_into
 
     policy = {n for n, p in net.named_parameters() if any(p is q for q in net.policy_parameters())}
     prefixes = tuple({n.split(".")[0] + "." for n in policy})
+    if keep_policy:
+        absent = sorted(n for n in policy if n not in state)
+        if absent:
+            raise BadInputError(f"{source} has no trained policy to start from (missing {absent[0]}); "
+                                "drop --init_policy to train one from scratch")
+        check_finite_weights({n: state[n] for n in policy}, source)
+        load_into(net, {n: state[n] for n in policy}, source, strict=False)
     own = {k: v for k, v in state.items() if not k.startswith(prefixes)}
     check_finite_weights(own, source)
     missing = [k for k in net.state_dict() if not k.startswith(prefixes) and k not in own]
     if missing:
-        from models.errors import BadInputError
-
         raise BadInputError(f"{source} is not a stage-1 checkpoint of this network: missing {missing[:2]}")
     load_into(net, own, source, strict=False)
 

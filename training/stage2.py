@@ -64,6 +64,8 @@ COLLAPSE_EXIT = 2
 def parser() -> argparse.ArgumentParser:
     p = common_parser(2, __doc__)
     p.add_argument("--weights", help="stage-1 weights (descriptor, frozen here)")
+    p.add_argument("--init_policy", action="store_true", default=None,
+                   help="start from the policy in --weights (fine-tune a finished network) instead of a fresh one")
     p.add_argument("--seq_len", type=int, help="views per sequence (paper: 5)")
     p.add_argument("--sampling_strategy", choices=["hybrid", "grid", "global"], help="keypoint sampling")
     p.add_argument("--num_global_samples", type=int, help="global samples per image (hybrid/global)")
@@ -183,7 +185,8 @@ def train(args: argparse.Namespace) -> tuple[Path, dict]:
         out.mkdir(parents=True, exist_ok=True)
     net = build_net(args.model)
     load_descriptor(
-        net, load_checkpoint(args.weights, "stage-1 weights from `python -m training.stage1`"), args.weights
+        net, load_checkpoint(args.weights, "stage-1 weights from `python -m training.stage1`"), args.weights,
+        keep_policy=bool(getattr(args, "init_policy", None)),
     )
     model = Policy(net).to(device)
     optimizer, scheduler, total, step = start_optimisation(args, model, out)

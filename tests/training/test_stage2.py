@@ -68,6 +68,32 @@ def test_five_steps_log_rewards_and_train_only_the_policy(stage1_weights, photo_
     assert all(0 <= r["grad_norm"] and 0.005 <= r["entropy_weight"] <= 0.015 for r in rows)
 
 
+def test_init_policy_starts_from_the_weights_policy(stage1_weights, photo_dir, tmp_path):
+    """``--init_policy`` (fine-tuning a finished network) loads the policy of ``--weights`` with the
+    descriptor; without it the policy is fresh; a file without a policy is one clear error."""
+    from models.errors import BadInputError
+    from training.nets import load_descriptor
+
+    trained = LiteNet().state_dict()
+    with torch.no_grad():
+        for k in trained:
+            if k.startswith(("pixel_embed", "policy_head")):
+                trained[k] = torch.full_like(trained[k], 0.25)
+    kept, fresh = LiteNet(), LiteNet()
+    load_descriptor(kept, trained, "trained.pt", keep_policy=True)
+    load_descriptor(fresh, trained, "trained.pt")
+    state_kept, state_fresh = kept.state_dict(), fresh.state_dict()
+    for k in trained:
+        if k.startswith(("pixel_embed", "policy_head")):
+            assert torch.equal(state_kept[k], trained[k]) and not torch.equal(state_fresh[k], trained[k]), k
+        else:
+            assert torch.equal(state_kept[k], trained[k]) and torch.equal(state_fresh[k], trained[k]), k
+    no_policy = {k: v for k, v in trained.items() if not k.startswith("policy_head")}
+    with pytest.raises(BadInputError, match="no trained policy to start from"):
+        load_descriptor(LiteNet(), no_policy, "descriptor.pt", keep_policy=True)
+    assert run(tmp_path, stage1_weights, photo_dir, "--max-steps", "1", "--init_policy") == 0  # the flag, end to end
+
+
 def test_collapsed_policy_fails_the_run(stage1_weights, photo_dir, tmp_path, capsys):
     # no policy reaches a per-region entropy of 1.01: the verdict must come out "collapsed"
     assert run(tmp_path, stage1_weights, photo_dir, "--max-steps", "2", "--collapse_entropy", "1.01") == 2
