@@ -9,7 +9,8 @@ of two terms, each in [0, 1] (the authors add them, in [0, 2]; the mean keeps th
 * consistency: ``r`` = the rank of the logit at the warped pixel within its ``rank_cell`` square
   cell of the target view (fraction of the cell's pixels with a lower logit; the logit and the
   cell are read at the same rounded pixel, so ``r < 1``), scored ``(r - t) / (1 - t)`` when
-  ``r >= t`` and 0 below, with ``t = rank_thresh`` (authors: 0.2, cells of 60 px);
+  ``r >= t`` and 0 below, with ``t = rank_thresh`` (authors: 0.2, cells of 60 px); ``rank_window``
+  ``w > 0`` (ours) ranks it in the ``(2w + 1)^2`` window centred on the pixel instead;
 * distinctiveness: ``clip((t - q) / t, 0, 1)`` with ``q`` Lowe's ratio between the descriptor
   distance to the true partner and to the nearest other visible sampled point in the target view,
   ``t = ratio_thresh`` (authors: 0.85).
@@ -35,6 +36,10 @@ class RewardConfig:
     rank_thresh: float = 0.2  # ranks below score 0; above, (r - t) / (1 - t)
     sim_thresh: float = 0.5  # descriptor cosine gate
     ratio_thresh: float = 0.85  # Lowe's ratio rewarded below this
+    # ours, 0 = the authors' grid cells: rank within the (2 w + 1)^2 px window centred on the warped
+    # pixel instead, i.e. whether the point would survive an NMS of radius w there (a peak, not a
+    # high value in a large cell, which a smooth map also earns)
+    rank_window: int = 0
 
 
 def pixel_of(pts: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
@@ -52,6 +57,24 @@ def consistency_rank(logits: torch.Tensor, pts: torch.Tensor, cell: int) -> torc
     value = logits[:, 0].flatten(1).gather(1, pix[..., 1] * w + pix[..., 0])  # [B, N]
     c = cells(logits, cell, float("nan"))  # NaN padding: never lower, never counted
     members = c.gather(1, cell_of(pix, w, cell)[..., None].expand(-1, -1, c.shape[-1]))  # [B, N, s*s]
+    lower = (members < value[..., None]).sum(-1)
+    return lower / (~members.isnan()).sum(-1)
+
+
+def consistency_rank_centred(logits: torch.Tensor, pts: torch.Tensor, radius: int) -> torch.Tensor:
+    """Rank ``[B, N]`` in ``[0, 1)`` of the logit at pixel ``round(pts [B, N, 2])`` among the
+    ``(2 radius + 1)^2`` pixels of ``logits [B, 1, H, W]`` centred on it (the fraction with a strictly
+    lower logit; pixels outside the image are not counted)."""
+    b, _, h, w = logits.shape
+    pix = pixel_of(pts, (h, w))
+    r = int(radius)
+    padded = torch.nn.functional.pad(logits[:, 0], (r, r, r, r), value=float("nan")).flatten(1)  # [B, (H+2r)(W+2r)]
+    wp = w + 2 * r
+    d = torch.arange(-r, r + 1, device=logits.device)
+    offsets = (d[:, None] * wp + d[None, :]).flatten()  # [(2r+1)^2], row-major window
+    centre = (pix[..., 1] + r) * wp + (pix[..., 0] + r)  # [B, N] in the padded map
+    members = padded.gather(1, (centre[..., None] + offsets).flatten(1)).view(b, -1, len(offsets))
+    value = padded.gather(1, centre)
     lower = (members < value[..., None]).sum(-1)
     return lower / (~members.isnan()).sum(-1)
 
@@ -103,7 +126,11 @@ def track_reward(
     b, v, n, _ = warped.shape
     visible = visible & in_view
     similar = visible & ((ref_desc[:, None] * tgt_desc).sum(-1) > cfg.sim_thresh)  # [B, V, N]
-    rank = consistency_rank(tgt_logits.flatten(0, 1), warped.flatten(0, 1), cfg.rank_cell).view(b, v, n)
+    if cfg.rank_window > 0:
+        rank = consistency_rank_centred(tgt_logits.flatten(0, 1), warped.flatten(0, 1), cfg.rank_window)
+    else:
+        rank = consistency_rank(tgt_logits.flatten(0, 1), warped.flatten(0, 1), cfg.rank_cell)
+    rank = rank.view(b, v, n)
     cons = consistency_reward(rank, cfg.rank_thresh)
     dist = distinctiveness_reward(
         ref_desc[:, None].expand(-1, v, -1, -1).flatten(0, 1),

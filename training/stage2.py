@@ -71,6 +71,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--num_global_samples", type=int, help="global samples per image (hybrid/global)")
     p.add_argument("--grid_size", type=int, help="cell size (px) of the one-sample-per-cell draws")
     p.add_argument("--rank_cell", type=int, help="cell size (px) of the consistency rank (authors: 60)")
+    p.add_argument("--rank_window", type=int, default=None,
+                   help="ours: rank in the (2w+1)^2 px window centred on the warped point instead (0 = cells)")
     p.add_argument("--rank_thresh", type=float, help="ranks below it score 0, above (r - t) / (1 - t)")
     p.add_argument("--ratio_thresh", type=float, help="distinctiveness ratio threshold")
     p.add_argument("--sim_thresh", type=float, help="descriptor cosine similarity gate")
@@ -85,7 +87,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def reward_config(args) -> RewardConfig:
-    return RewardConfig(args.rank_cell, args.rank_thresh, args.sim_thresh, args.ratio_thresh)
+    window = int(getattr(args, "rank_window", None) or 0)
+    if window < 0:
+        raise TraqPointError(f"--rank_window must be >= 0 (0: the authors' cells), got {window}")
+    return RewardConfig(args.rank_cell, args.rank_thresh, args.sim_thresh, args.ratio_thresh, window)
 
 
 def forward_views(model: torch.nn.Module, images: torch.Tensor) -> tuple[dict, dict]:

@@ -14,6 +14,7 @@ from training.policy_sampling import sample_policy, spatial_entropy
 from training.rewards import (
     RewardConfig,
     consistency_rank,
+    consistency_rank_centred,
     consistency_reward,
     distinctiveness_reward,
     track_reward,
@@ -55,6 +56,29 @@ def test_rank_partial_border_cell():
     cell = logits[0, 0, 8:, 8:].flatten()
     expect = [(cell < logits[0, 0, 9, 12]).sum() / 10, (cell < logits[0, 0, 8, 9]).sum() / 10]
     assert consistency_rank(logits, pts, G)[0].tolist() == pytest.approx([float(e) for e in expect])
+
+
+def test_centred_window_rank_scores_peaks_not_high_ground():
+    """``rank_window``: the rank among the window centred on the warped pixel. On a smooth ramp a
+    point high up a slope outranks most of its grid cell but is no peak in its window; a local
+    maximum is one wherever it is; windows clipped by the border count only real pixels."""
+    ramp = torch.arange(16 * 24, dtype=torch.float).view(1, 1, 16, 24)
+    pts = torch.tensor([[[6.0, 6.0]]])  # high in grid cell (0, 0), the middle of its 5 x 5 window
+    assert consistency_rank(ramp, pts, G)[0, 0] == pytest.approx(54 / 64)
+    assert consistency_rank_centred(ramp, pts, 2)[0, 0] == pytest.approx(12 / 25)
+    peaks = torch.zeros(1, 1, 16, 24)
+    peaks[0, 0, 5, 9] = 3.0  # a local maximum
+    peaks[0, 0, 0, 0] = 2.0  # a maximum in the corner: its window has 3 x 3 real pixels
+    rank = consistency_rank_centred(peaks, torch.tensor([[[9.0, 5.0], [0.0, 0.0], [9.4, 5.6]]]), 2)
+    assert rank[0].tolist() == pytest.approx([24 / 25, 8 / 9, 0.0])  # (9.4, 5.6) rounds to (9, 6): a neighbour
+    g = torch.Generator().manual_seed(2)
+    many = torch.rand(3, 100, 2, generator=g) * torch.tensor([24.0, 16.0]) - 0.5
+    assert (consistency_rank_centred(torch.randn(3, 1, 16, 24, generator=g), many, 3) < 1).all()  # the bound of 1
+    # the reward takes the window when it is set
+    ref, tgt, logits, warped, covis = setup()
+    cells = reward(ref, tgt, logits, warped, covis)["rank"]
+    window = reward(ref, tgt, logits, warped, covis, cfg=RewardConfig(rank_cell=G, rank_window=2))["rank"]
+    assert not torch.isclose(cells, window)
 
 
 def test_consistency_threshold_and_scaling():

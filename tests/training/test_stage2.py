@@ -94,6 +94,13 @@ def test_init_policy_starts_from_the_weights_policy(stage1_weights, photo_dir, t
     assert run(tmp_path, stage1_weights, photo_dir, "--max-steps", "1", "--init_policy") == 0  # the flag, end to end
 
 
+def test_rank_window_runs_and_rejects_a_negative_radius(stage1_weights, photo_dir, tmp_path, capsys):
+    assert run(tmp_path / "w", stage1_weights, photo_dir, "--max-steps", "2", "--rank_window", "2") == 0
+    assert all(0 <= r["consistency"] <= 1 for r in read_log(tmp_path / "w" / "log_stage2.csv"))
+    assert run(tmp_path / "bad", stage1_weights, photo_dir, "--max-steps", "1", "--rank_window", "-1") == 1
+    assert "--rank_window must be >= 0" in capsys.readouterr().err
+
+
 def test_collapsed_policy_fails_the_run(stage1_weights, photo_dir, tmp_path, capsys):
     # no policy reaches a per-region entropy of 1.01: the verdict must come out "collapsed"
     assert run(tmp_path, stage1_weights, photo_dir, "--max-steps", "2", "--collapse_entropy", "1.01") == 2
