@@ -28,11 +28,13 @@ from tqdm import tqdm
 
 from frontend.frame import Frame
 from frontend.tracker import Tracker
+from models.described_by import DescribedBy
 from models.errors import BadInputError
+from models.precision import check_precision
 from vo_app.sources.demo import DemoSource
 
 from . import demo_truth, runner
-from .methods import Method
+from .methods import Method, build_methods, parse_method_names, parse_weights
 from .metrics import tracking as tm
 from .plots import save_figure
 
@@ -105,6 +107,32 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=int, default=640, help="demo image width")
     parser.add_argument("--height", type=int, default=480, help="demo image height")
     parser.add_argument("--seed", type=int, default=0, help="demo scene layout")
+    parser.add_argument(
+        "--describe-with", metavar="METHOD",
+        help="diagnosis: every method keeps its keypoints but takes its descriptors (and matcher) from this "
+        "TraqPoint network, sampled at those keypoints (models.described_by); --weights applies to it too",
+    )
+
+
+def described_by(methods: list[Method], args: argparse.Namespace) -> list[Method]:
+    """``methods`` with their descriptors taken from ``--describe-with`` (skipped ones stay skipped)."""
+    names = parse_method_names(args.describe_with)
+    if len(names) != 1:
+        raise BadInputError(f"--describe-with takes one method, got {args.describe_with!r}")
+    name = names[0]
+    precision = check_precision(args.precision, args.device)
+    describer = build_methods([name], device=args.device, num_keypoints=args.num_kp,
+                              weights=parse_weights(args.weights), precision=precision)[0]
+    if describer.extractor is None:
+        raise BadInputError(f"--describe-with {name}: {describer.skipped}")
+    out = []
+    for m in methods:
+        if m.extractor is None:
+            out.append(m)
+            continue
+        ext = DescribedBy(m.extractor, describer.extractor)
+        out.append(Method(f"{m.name}+{name}-desc", ext, weights=m.weights))
+    return out
 
 
 def run(args: argparse.Namespace) -> runner.Outcome:
@@ -112,6 +140,8 @@ def run(args: argparse.Namespace) -> runner.Outcome:
         raise BadInputError(f"--frames must be at least 2 (tracks need two frames), got {args.frames}")
     source = DemoSource(num_frames=args.frames, width=args.width, height=args.height, seed=args.seed)
     methods = runner.methods_from_args(args)
+    if args.describe_with:
+        methods = described_by(methods, args)
     images = render_frames(source)
     metrics, extra = {}, {}
     for m in methods:

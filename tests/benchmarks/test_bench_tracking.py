@@ -103,3 +103,21 @@ def test_short_run_sift_and_orb(tmp_path):
     for m in (sift, orb):
         assert m["aktl"] > 1.5 and 0.05 < m["coverage"] <= 1 and m["inliers_mean"] > 50
     assert out.result["data"]["per_method"]["sift"]["observations_scored"] > 500
+
+
+def test_describe_with_keeps_keypoints_and_swaps_descriptors(capsys):
+    """``--describe-with``: each method's keypoints with the named network's descriptors; ORB's keypoints
+    described by traqpoint-lite track with lite's matcher. A bad describer is one error line."""
+    argv = ["--frames", "6", "--width", "320", "--height", "240", "--num-kp", "256", "--precision", "fp32"]
+    swap = ["--methods", "orb", "--describe-with", "traqpoint-lite"]
+    args = runner.make_parser(tracking.SPEC).parse_args([*argv, *swap])
+    out = tracking.run(args)
+    (name,) = out.result["methods"]
+    assert name == "orb+traqpoint-lite-desc"
+    assert out.result["config"]["methods"][name]["matcher"] == "dual_softmax"
+    assert out.result["methods"][name]["aktl"] > 1.2 and out.result["methods"][name]["inliers_mean"] > 30
+    for bad, message in (("sift", "single-scale TraqPoint"), ("orb,sift", "takes one method"),
+                         ("nope", "unknown method")):
+        assert tracking.main([*argv, "--methods", "orb", "--describe-with", bad, "--no-cache"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and message in err and "\n" not in err
