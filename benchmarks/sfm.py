@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import logging
 import shutil
 import sys
 import time
@@ -26,12 +27,15 @@ import torch
 from tqdm import tqdm
 
 from models.errors import BadInputError
+from models.image_io import read_image
 
 from . import runner
 from .cache import FeatureCache
 from .images import Resize, to_original
 from .methods import Method
 from .plots import plot_bars
+
+log = logging.getLogger(__name__)
 
 NAME = "sfm"
 KEYS = ("registered_images", "images", "points3d", "mean_track_length", "mean_reproj_error_px", "time_s")
@@ -45,6 +49,24 @@ def list_images(folder: Path) -> list[str]:
     if len(names) < 2:
         raise BadInputError(f"need at least 2 images in {folder}, found {len(names)}")
     return names
+
+
+def readable_images(folder: Path, names: list[str]) -> tuple[list[str], list[str]]:
+    """``names`` split into the images that decode and those that do not (corrupt, truncated JPEG,
+    not an image: each logged and left out of the reconstruction, as a photo collection's bad file
+    should be). Fewer than 2 readable images is one error."""
+    good, bad = [], []
+    for name in names:
+        try:
+            read_image(folder / name)
+            good.append(name)
+        except BadInputError as err:
+            log.warning("skipping %s: %s", name, err)
+            bad.append(name)
+    if len(good) < 2:
+        raise BadInputError(f"need at least 2 readable images in {folder}, found {len(good)} "
+                            f"({len(bad)} could not be decoded, e.g. {bad[0] if bad else '-'})")
+    return good, bad
 
 
 def make_pairs(names: list[str], mode: str, window: int) -> list[tuple[str, str]]:
@@ -160,7 +182,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> runner.Outcome:
-    names = list_images(args.images)
+    names, unreadable = readable_images(args.images, list_images(args.images))
     if args.pairs == "exhaustive" and len(names) > args.max_exhaustive:
         raise BadInputError(
             f"{len(names)} images is too many for exhaustive pairs (--max-exhaustive {args.max_exhaustive}); "
@@ -191,7 +213,8 @@ def run(args: argparse.Namespace) -> runner.Outcome:
         "pycolmap": pycolmap.__version__,
         "out": str(args.out),
     }
-    data = {"images": len(names), "pairs": len(make_pairs(names, args.pairs, args.window))}
+    data = {"images": len(names), "pairs": len(make_pairs(names, args.pairs, args.window)),
+            "images_skipped_unreadable": unreadable}
     return runner.Outcome(runner.make_result(NAME, args.images, config, methods, metrics, data))
 
 
