@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from models.errors import BadInputError
-from models.image_io import read_image
+from models.image_io import IMAGE_SUFFIXES, read_image
 
 from . import runner
 from .cache import FeatureCache
@@ -39,13 +39,12 @@ log = logging.getLogger(__name__)
 
 NAME = "sfm"
 KEYS = ("registered_images", "images", "points3d", "mean_track_length", "mean_reproj_error_px", "time_s")
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff")
 
 
 def list_images(folder: Path) -> list[str]:
     """Image files under ``folder`` (recursive), as sorted relative POSIX names."""
     folder = runner.require_dir(folder, "image folder")
-    names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
+    names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if len(names) < 2:
         raise BadInputError(f"need at least 2 images in {folder}, found {len(names)}")
     return names

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from models.errors import BadInputError, MissingFileError
+from models.image_io import IMAGE_SUFFIXES
 
 from . import relpose, runner
 from .images import Resize
@@ -33,7 +34,6 @@ from .images import Resize
 log = logging.getLogger(__name__)
 
 NAME = "strecha"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff")
 CAMERAS = "cameras.txt"
 LAYOUT = "expected ROOT/<scene>/cameras.txt (name fx fy cx cy + 12 values of T_world_cam) and ROOT/<scene>/images/"
 

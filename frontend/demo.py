@@ -24,7 +24,7 @@ import numpy as np
 import models
 from models.arguments import check_count, check_device, writable_file
 from models.errors import BadInputError, MissingFileError, TraqPointError, os_error_line
-from models.image_io import read_image
+from models.image_io import IMAGE_SUFFIXES, read_image
 
 from .backends import add_backend_argument
 from .draw import draw_tracks
@@ -32,7 +32,6 @@ from .engine import ExtractionEngine
 from .frame import Frame
 from .tracker import Tracker
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff"}
 FOURCC = {".mp4": "mp4v", ".avi": "MJPG"}
 log = logging.getLogger(__name__)
 

@@ -10,6 +10,9 @@ import torch
 
 from .errors import BadInputError, MissingFileError
 
+#: file suffixes of the still images the project reads from a folder (OpenCV decodes them all)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff")
+
 
 def read_image(path: str | Path, grey: bool = True) -> np.ndarray:
     """Read ``path`` as ``H x W`` uint8 grey (or ``H x W x 3`` RGB); raise one clear error."""

@@ -9,10 +9,9 @@ import cv2
 import numpy as np
 
 from models.errors import BadInputError, MissingFileError
+from models.image_io import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".ppm", ".pgm", ".bmp", ".tif", ".tiff"}
 
 
 def list_images(folders: list[str | Path]) -> list[Path]:

@@ -40,7 +40,7 @@ import numpy as np
 import yaml
 
 from models.errors import BadInputError, MissingFileError, TraqPointError
-from training.data.images import IMAGE_SUFFIXES
+from models.image_io import IMAGE_SUFFIXES
 from training.data.sfm_heldout import refuse_evaluation_paths
 from training.data.sfm_index import build_index, save_index
 
