@@ -105,24 +105,38 @@ def find_scenes(root: Path, names: list[str] | None = None) -> list[Path]:
     return scenes
 
 
-def load_pairs(root: Path, max_gap: int = 3, names: list[str] | None = None) -> tuple[list[relpose.PosePair], dict]:
-    """All pairs of every scene within ``max_gap``, and the pair count per scene."""
+def check_max_gap(max_gap: int) -> None:
     if max_gap < 1:
         raise BadInputError(f"--max-gap must be at least 1, got {max_gap}")
+
+
+def load_cameras(root: Path, names: list[str] | None = None) -> dict[Path, list[Camera]]:
+    """The cameras of every scene folder of ``root`` (or the named ones), each ``cameras.txt`` read once."""
+    return {scene: parse_cameras(scene / CAMERAS) for scene in find_scenes(root, names)}
+
+
+def pairs_of(cameras: dict[Path, list[Camera]], max_gap: int) -> tuple[list[relpose.PosePair], dict]:
+    """All pairs of every scene within ``max_gap`` (>= 1, :func:`check_max_gap`), and the pair count per scene."""
     pairs, per_scene = [], {}
-    for scene in find_scenes(root, names):
-        found = scene_pairs(parse_cameras(scene / CAMERAS), max_gap)
+    for scene, cams in cameras.items():
+        found = scene_pairs(cams, max_gap)
         per_scene[scene.name] = len(found)
         pairs += found
     return pairs, per_scene
 
 
-def images_without_camera(root: Path, names: list[str] | None = None) -> list[str]:
-    """Image files under a scene's ``images/`` that ``cameras.txt`` does not list (not evaluated; each
+def load_pairs(root: Path, max_gap: int = 3, names: list[str] | None = None) -> tuple[list[relpose.PosePair], dict]:
+    """:func:`pairs_of` the cameras of :func:`load_cameras`."""
+    check_max_gap(max_gap)
+    return pairs_of(load_cameras(root, names), max_gap)
+
+
+def images_without_camera(cameras: dict[Path, list[Camera]]) -> list[str]:
+    """Image files under a scene's ``images/`` that its cameras do not list (not evaluated; each
     logged), as ``scene/images/name``."""
     unlisted = []
-    for scene in find_scenes(root, names):
-        listed = {c.image.name for c in parse_cameras(scene / CAMERAS)}
+    for scene, cams in cameras.items():
+        listed = {c.image.name for c in cams}
         folder = scene / "images"
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
         unlisted += [f"{scene.name}/images/{p.name}" for p in files if p.name not in listed]
@@ -143,8 +157,10 @@ def run(args: argparse.Namespace) -> runner.Outcome:
     if args.long_side <= 0:
         raise BadInputError(f"--long-side must be positive, got {args.long_side}")
     names = [n.strip() for n in args.scenes.split(",") if n.strip()] if args.scenes else None
-    listed, per_scene = load_pairs(args.root, args.max_gap, names)
-    unlisted = images_without_camera(args.root, names)
+    check_max_gap(args.max_gap)  # before any file is read
+    cameras = load_cameras(args.root, names)
+    listed, per_scene = pairs_of(cameras, args.max_gap)
+    unlisted = images_without_camera(cameras)
     pairs, skipped = relpose.split_available(listed)
     if not pairs:
         raise MissingFileError(f"none of the {len(listed)} Strecha pairs has its images under {args.root} ({LAYOUT})")
