@@ -101,11 +101,12 @@ def make_parser(spec: BenchmarkSpec) -> argparse.ArgumentParser:
     return parser
 
 
-def methods_from_args(args: argparse.Namespace) -> list[Method]:
-    """Build the methods named by ``--methods`` (names were checked by :func:`run_cli`)."""
+def methods_from_args(args: argparse.Namespace, names: list[str] | None = None) -> list[Method]:
+    """Build the methods named by ``--methods`` (names were checked by :func:`run_cli`), or ``names``
+    with the same flags (device, keypoints, weights, precision, two-view threshold)."""
     if args.num_kp <= 0:
         raise BadInputError(f"--num-kp must be positive, got {args.num_kp}")
-    names = parse_method_names(args.methods)
+    names = parse_method_names(args.methods) if names is None else names
     precision = check_precision(getattr(args, "precision", "auto"), args.device)  # before any build: one clear error
     return build_methods(
         names, device=args.device, num_keypoints=args.num_kp, weights=parse_weights(args.weights), precision=precision,

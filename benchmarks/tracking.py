@@ -30,11 +30,10 @@ from frontend.frame import Frame
 from frontend.tracker import Tracker
 from models.described_by import DescribedBy
 from models.errors import BadInputError
-from models.precision import check_precision
 from vo_app.sources.demo import DemoSource
 
 from . import demo_truth, runner
-from .methods import Method, build_methods, parse_method_names, parse_weights
+from .methods import Method, parse_method_names
 from .metrics import tracking as tm
 from .plots import save_figure
 
@@ -120,9 +119,7 @@ def described_by(methods: list[Method], args: argparse.Namespace) -> list[Method
     if len(names) != 1:
         raise BadInputError(f"--describe-with takes one method, got {args.describe_with!r}")
     name = names[0]
-    precision = check_precision(args.precision, args.device)
-    describer = build_methods([name], device=args.device, num_keypoints=args.num_kp,
-                              weights=parse_weights(args.weights), precision=precision)[0]
+    (describer,) = runner.methods_from_args(args, [name])
     if describer.extractor is None:
         raise BadInputError(f"--describe-with {name}: {describer.skipped}")
     out = []
