@@ -15,7 +15,6 @@ import torch
 from .base import Extractor
 from .conventions import Features
 from .errors import BadInputError
-from .image_io import rgb_to_grey
 from .sampling import sample_descriptors
 from .traqpoint import TraqPoint
 
@@ -42,13 +41,10 @@ class DescribedBy(Extractor):
     def extract(self, images: torch.Tensor, num_keypoints: int | None = None) -> list[Features]:
         """Features for ``images [B, C, H, W]``; see :class:`~models.base.Extractor`."""
         feats = self.detector.extract(images, num_keypoints)
-        d = self.describer
-        grey = images if images.shape[1] == 1 or getattr(d.net, "wants_rgb", False) else rgb_to_grey(images)
-        dense = d._net(grey.to(d.device))["descriptors"].float()  # [B, D, H'/8, W'/8] of the padded image
-        padded_hw = (dense.shape[-2] * d.net.stride, dense.shape[-1] * d.net.stride)
+        dense, padded_hw = self.describer.dense_map(images)
         out = []
         for i, f in enumerate(feats):  # a loop over images, not keypoints
-            kp = f["keypoints"].to(d.device).float()
+            kp = f["keypoints"].to(dense.device).float()
             desc = sample_descriptors(dense[i : i + 1], kp[None], padded_hw)[0]
             out.append(Features(keypoints=f["keypoints"], scores=f["scores"], descriptors=desc))
         return out

@@ -137,13 +137,25 @@ class TraqPoint(Extractor):
         """Features for ``images [B, C, H, W]``; see :class:`~models.base.Extractor`."""
         if images.dim() != 4 or images.shape[1] not in (1, 3):
             raise ValueError(f"images must be [B, 1|3, H, W], got {tuple(images.shape)}")
-        if images.shape[1] == 3 and not getattr(self.net, "wants_rgb", False):  # the paper net was trained on RGB
-            images = rgb_to_grey(images)
+        images = self.network_input(images)
         k = self.num_keypoints if num_keypoints is None else num_keypoints
         if self.scales == (1.0,):
             return self._extract_scale(images, k, 1.0)
         levels = [self._extract_scale(resize_scale(images, s), k, s) for s in self.scales]
         return [merge_scales([lv[i] for lv in levels], k) for i in range(images.shape[0])]
+
+    def network_input(self, images: torch.Tensor) -> torch.Tensor:
+        """``images [B, 1|3, H, W]`` as the network takes them: grey, unless it was trained on RGB (the paper net)."""
+        if images.shape[1] == 3 and not getattr(self.net, "wants_rgb", False):
+            return rgb_to_grey(images)
+        return images
+
+    @torch.inference_mode()
+    def dense_map(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """The dense descriptors ``[B, D, H'/s, W'/s]`` of ``images [B, 1|3, H, W]`` (padded to the network's
+        stride ``s`` inside) and the padded size ``(H', W')`` that :func:`sample_descriptors` needs."""
+        dense = self._net(self.network_input(images).to(self.device))["descriptors"].float()
+        return dense, (dense.shape[-2] * self.net.stride, dense.shape[-1] * self.net.stride)
 
     def _detects_first(self) -> bool:
         """Whether to select and refine keypoints *before* the descriptor backbone runs (lite2 with its
