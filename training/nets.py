@@ -30,7 +30,6 @@ def load_descriptor(net: nn.Module, state: dict, source: str, keep_policy: bool 
     """Load stage-1 weights into ``net`` except its policy head (stage 2 trains that from scratch);
     ``keep_policy`` loads the policy of ``state`` too (fine-tuning a finished network's policy), and
     ``state`` must then hold one."""
-    from models.errors import BadInputError
     from models.weights_io import load_into
 
     policy = {n for n, p in net.named_parameters() if any(p is q for q in net.policy_parameters())}
@@ -40,9 +39,7 @@ def load_descriptor(net: nn.Module, state: dict, source: str, keep_policy: bool 
         if absent:
             raise BadInputError(f"{source} has no trained policy to start from (missing {absent[0]}); "
                                 "drop --init_policy to train one from scratch")
-        check_finite_weights({n: state[n] for n in policy}, source)
-        load_into(net, {n: state[n] for n in policy}, source, strict=False)
-    own = {k: v for k, v in state.items() if not k.startswith(prefixes)}
+    own = {k: v for k, v in state.items() if keep_policy or not k.startswith(prefixes)}
     check_finite_weights(own, source)
     missing = [k for k in net.state_dict() if not k.startswith(prefixes) and k not in own]
     if missing:
